@@ -1,0 +1,143 @@
+//! graceful-run: run a server with graceful stops, zero-downtime restarts and socket
+//! activation. The binary's `main` is a thin shell around [`run`].
+//!
+//! Module map:
+//! - `cli`, `config`: flags and GRACEFUL_RUN_* variables to a validated [`config::Config`].
+//! - `listen`: the listening sockets graceful-run holds for the life of the service.
+//! - `spawn`: every fork/exec/fd/signal-mask hazard, in one place.
+//! - `child_env`: the environment each generation receives.
+//! - `signal`: names, the `--map-signal` table, and receiving signals with their sender.
+//! - `reaper`: the one caller of wait(2).
+//! - `notify`: sd_notify, from the command and to graceful-run's own supervisor.
+//! - `supervisor`: the one task that owns every process and decides everything.
+//! - `exit`: every exit status, decided in one place.
+
+pub mod child_env;
+pub mod cli;
+pub mod config;
+pub mod doc;
+pub mod exit;
+pub mod listen;
+pub mod log;
+pub mod notify;
+pub mod pid_file;
+pub mod process;
+pub mod reaper;
+pub mod signal;
+pub mod spawn;
+pub mod supervisor;
+
+use config::Config;
+use exit::Outcome;
+use log::Subject;
+
+/// Runs the service described by `config` to its end. Everything graceful-run created
+/// (socket files, the pid file) is removed before this returns.
+pub fn run(config: &Config) -> Outcome {
+    log::init(config.log_level, config.log_format);
+    // Read before any handler is installed: what the command must inherit as ignored.
+    let ignored_signals = signal::receive::originally_ignored();
+    let program = &config.command[0];
+    let path = std::env::var_os("PATH");
+    if let Err(e) = spawn::look_up(program, path.as_deref()) {
+        let message = match &e {
+            spawn::LookupError::NotFound => {
+                format!("{}: command not found", program.to_string_lossy())
+            }
+            spawn::LookupError::NotExecutable(path, why) => {
+                format!("{}: cannot execute: {why}", path.display())
+            }
+        };
+        error!(Subject::NONE, "{message}");
+        return Outcome::Code(e.exit_code());
+    }
+    let _pid_file = match &config.pid_file {
+        Some(path) => match pid_file::PidFile::create(path) {
+            Ok(file) => Some(file),
+            Err(why) => {
+                error!(Subject::NONE, "--pid-file '{}': {why}", path.display());
+                return Outcome::Code(exit::FAILURE);
+            }
+        },
+        None => None,
+    };
+    // One thread: fork is then free of other threads' locks, and PR_SET_PDEATHSIG (which
+    // follows the forking thread) follows the process.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .enable_time()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            error!(Subject::NONE, "cannot start the event loop: {e}");
+            return Outcome::Code(exit::FAILURE);
+        }
+    };
+    runtime.block_on(serve(config, ignored_signals))
+}
+
+async fn serve(config: &Config, ignored_signals: Vec<signal::Signal>) -> Outcome {
+    // Handlers first: a TERM that arrives while sockets are being bound must stop the
+    // service cleanly, not kill graceful-run and leave a socket file behind.
+    let signals = match signal::receive::SignalReceiver::install() {
+        Ok(signals) => signals,
+        Err(e) => {
+            error!(Subject::NONE, "cannot install signal handlers: {e}");
+            return Outcome::Code(exit::FAILURE);
+        }
+    };
+    let mut listeners = match listen::Listeners::bind(&config.listen) {
+        Ok(listeners) => listeners,
+        Err(e) => {
+            error!(Subject::NONE, "{e}");
+            return Outcome::Code(exit::FAILURE);
+        }
+    };
+    for (i, listener) in listeners.iter().enumerate() {
+        info!(
+            Subject::NONE,
+            "listening on {} (fd {}, name {})",
+            listener.bound,
+            3 + i,
+            listener.fd_name()
+        );
+    }
+    let pid1 = std::process::id() == 1;
+    if !pid1 && config.subreaper {
+        // SAFETY: prctl with integer arguments only.
+        let result = unsafe { nix::libc::prctl(nix::libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+        if result != 0 {
+            warn!(
+                Subject::NONE,
+                "cannot become a child subreaper ({}): orphaned descendants will not be reaped or waited for",
+                nix::errno::Errno::last().desc()
+            );
+        }
+    }
+    let upstream = std::env::var("NOTIFY_SOCKET").ok().and_then(|value| {
+        notify::Upstream::new(&value)
+            .map_err(|why| warn!(Subject::NONE, "{why}"))
+            .ok()
+    });
+    let terminal = if config.process_group {
+        process::foreground_terminal()
+    } else {
+        None
+    };
+    let env = child_env::ChildEnv::new(spawn::current_env(), config.user.as_ref());
+    let setup = supervisor::Setup {
+        config,
+        listeners: &mut listeners,
+        env,
+        signals,
+        ignored_signals,
+        upstream,
+        terminal,
+        pid1,
+        proc_is_ours: process::proc_is_ours(),
+    };
+    let outcome = supervisor::Supervisor::new(setup).run().await;
+    listeners.remove_socket_files();
+    outcome
+}

@@ -1,0 +1,367 @@
+//! The listening sockets graceful-run opens and holds for the whole life of the service.
+//!
+//! Holding them in the supervisor, not in the child, is what makes restarts lossless: while
+//! no child accepts, connections wait in the kernel's backlog instead of being refused, and
+//! every generation of the child inherits the very same sockets (fd 3, 4, ... in the order the
+//! user gave them).
+//!
+//! Decisions, with the complaints of other tools' users behind them:
+//! - The default backlog is 4096 (the kernel clamps it to `net.core.somaxconn`); systemfd's
+//!   backlog of 1 drops connections under load (systemfd PR #26).
+//! - `SO_REUSEADDR` is set on TCP listeners, as systemd does, so graceful-run itself can be
+//!   restarted while old connections sit in TIME_WAIT. `SO_REUSEPORT` is opt-in: with it each
+//!   process gets its own accept queue, and connections queued to an exiting process are reset.
+//! - A unix socket path is replaced only if it is a socket nobody listens on (connect gets
+//!   ECONNREFUSED); a live socket or any other file is an error. At exit the path is removed
+//!   only if it is still the inode graceful-run created, so a newer instance's socket survives.
+//!   The path is never touched on restart (node#19729, tableflip#24).
+
+mod spec;
+
+pub use spec::{Address, Host, ListenSpec};
+
+use std::fmt;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::fcntl::{FcntlArg, OFlag, fcntl};
+use nix::libc;
+use nix::sys::socket::{
+    AddressFamily, SockFlag, SockType, SockaddrIn, SockaddrIn6, SockaddrLike, SockaddrStorage,
+    UnixAddr, bind, getsockname, setsockopt, socket, sockopt,
+};
+
+/// The backlog when the user gives none; the kernel clamps it to `net.core.somaxconn`.
+pub const DEFAULT_BACKLOG: i32 = 4096;
+/// systemd's default `SocketMode=`.
+const DEFAULT_UNIX_MODE: u32 = 0o666;
+/// The LISTEN_FDNAMES entry of a socket without `name=`: what sd_listen_fds_with_names(3)
+/// reports when no names are given, so a server behaves as it would under systemd.
+pub const DEFAULT_FD_NAME: &str = "unknown";
+
+/// Where a socket ended up, with the real port when port 0 was asked for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Bound {
+    Tcp(SocketAddr),
+    Udp(SocketAddr),
+    Unix(PathBuf),
+    Abstract(Vec<u8>),
+}
+
+impl fmt::Display for Bound {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Bound::Tcp(addr) => write!(f, "tcp://{addr}"),
+            Bound::Udp(addr) => write!(f, "udp://{addr}"),
+            Bound::Unix(path) => write!(f, "unix:{}", path.display()),
+            Bound::Abstract(name) => write!(f, "unix:@{}", String::from_utf8_lossy(name)),
+        }
+    }
+}
+
+/// One open listening socket.
+pub struct Listener {
+    pub spec: ListenSpec,
+    pub bound: Bound,
+    fd: Option<OwnedFd>,
+}
+
+impl Listener {
+    pub fn fd_name(&self) -> &str {
+        self.spec.name.as_deref().unwrap_or(DEFAULT_FD_NAME)
+    }
+}
+
+/// A socket file graceful-run created, identified by inode so that it is removed only while
+/// it is still ours.
+struct SocketFile {
+    path: PathBuf,
+    dev: u64,
+    ino: u64,
+}
+
+impl SocketFile {
+    fn remove_if_ours(&self) {
+        if let Ok(meta) = std::fs::symlink_metadata(&self.path)
+            && meta.dev() == self.dev
+            && meta.ino() == self.ino
+        {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// All listeners, in fd order.
+#[derive(Default)]
+pub struct Listeners {
+    listeners: Vec<Listener>,
+    files: Vec<SocketFile>,
+}
+
+/// A socket that could not be opened, with the spec it came from.
+#[derive(Debug)]
+pub struct BindError {
+    pub spec: String,
+    pub reason: String,
+}
+
+impl fmt::Display for BindError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "--listen '{}': {}", self.spec, self.reason)
+    }
+}
+
+impl std::error::Error for BindError {}
+
+impl Listeners {
+    /// Opens every socket, or none: on failure the sockets already opened are closed and
+    /// their files removed before the error is returned.
+    pub fn bind(specs: &[ListenSpec]) -> Result<Listeners, BindError> {
+        let mut listeners = Listeners::default();
+        for spec in specs {
+            let fail = |reason: String| BindError {
+                spec: spec.text.clone(),
+                reason,
+            };
+            let (fd, bound) = open(spec, &mut listeners.files).map_err(fail)?;
+            listeners.listeners.push(Listener {
+                spec: spec.clone(),
+                bound,
+                fd: Some(fd),
+            });
+        }
+        Ok(listeners)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Listener> {
+        self.listeners.iter()
+    }
+
+    pub fn len(&self) -> usize {
+        self.listeners.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.listeners.is_empty()
+    }
+
+    /// The raw fds, in the order the child receives them (3, 4, ...).
+    pub fn raw_fds(&self) -> Vec<RawFd> {
+        self.listeners
+            .iter()
+            .filter_map(|l| l.fd.as_ref().map(|fd| fd.as_raw_fd()))
+            .collect()
+    }
+
+    /// Clears O_NONBLOCK before a spawn. The flag lives on the open file description that
+    /// every holder of the socket shares, so a Go or tokio child that set it would otherwise
+    /// hand non-blocking sockets to the next child, and a blocking-accept server would fail
+    /// with EAGAIN.
+    pub fn reset_blocking(&self) -> io::Result<()> {
+        for fd in self.listeners.iter().filter_map(|l| l.fd.as_ref()) {
+            let flags = OFlag::from_bits_retain(fcntl(fd, FcntlArg::F_GETFL)?);
+            if flags.contains(OFlag::O_NONBLOCK) {
+                fcntl(fd, FcntlArg::F_SETFL(flags - OFlag::O_NONBLOCK))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Closes graceful-run's own copies at the final stop, so that once the child closes its
+    /// copy a new connect is refused at once instead of waiting in a backlog nobody will
+    /// accept from.
+    pub fn close(&mut self) {
+        for listener in &mut self.listeners {
+            listener.fd = None;
+        }
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.listeners.iter().all(|l| l.fd.is_none())
+    }
+
+    /// Removes the socket files that are still the ones graceful-run created.
+    pub fn remove_socket_files(&mut self) {
+        for file in self.files.drain(..) {
+            file.remove_if_ours();
+        }
+    }
+}
+
+impl Drop for Listeners {
+    fn drop(&mut self) {
+        self.remove_socket_files();
+    }
+}
+
+fn open(spec: &ListenSpec, files: &mut Vec<SocketFile>) -> Result<(OwnedFd, Bound), String> {
+    match &spec.address {
+        Address::Tcp(host, port) => open_inet(spec, host, *port, SockType::Stream),
+        Address::Udp(host, port) => open_inet(spec, host, *port, SockType::Datagram),
+        Address::Unix(path) => {
+            let fd = open_unix_path(spec, path, files)?;
+            Ok((fd, Bound::Unix(path.clone())))
+        }
+        Address::Abstract(name) => {
+            let addr = UnixAddr::new_abstract(name).map_err(|e| e.desc().to_string())?;
+            let fd = unix_socket()?;
+            bind(fd.as_raw_fd(), &addr).map_err(|e| format!("cannot bind: {}", e.desc()))?;
+            listen(&fd, spec)?;
+            Ok((fd, Bound::Abstract(name.clone())))
+        }
+    }
+}
+
+fn open_inet(
+    spec: &ListenSpec,
+    host: &Host,
+    port: u16,
+    kind: SockType,
+) -> Result<(OwnedFd, Bound), String> {
+    let fd = match host {
+        Host::Any => {
+            let any6 = SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), port);
+            match inet_socket(spec, any6, kind, false) {
+                Err((Errno::EAFNOSUPPORT | Errno::EADDRNOTAVAIL, _)) => {
+                    // IPv6 is off on this host: every IPv4 interface instead.
+                    let any4 = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port);
+                    inet_socket(spec, any4, kind, false)
+                }
+                other => other,
+            }
+        }
+        Host::Ip(ip) => inet_socket(spec, SocketAddr::new(*ip, port), kind, true),
+        Host::Name(name) => {
+            let addr = (name.as_str(), port)
+                .to_socket_addrs()
+                .map_err(|e| format!("cannot resolve '{name}': {e}"))?
+                .next()
+                .ok_or_else(|| format!("'{name}' resolves to no address"))?;
+            inet_socket(spec, addr, kind, true)
+        }
+    }
+    .map_err(|(_, message)| message)?;
+    let local = local_inet_address(&fd)?;
+    let bound = if kind == SockType::Stream {
+        Bound::Tcp(local)
+    } else {
+        Bound::Udp(local)
+    };
+    Ok((fd, bound))
+}
+
+/// A bound (and for TCP, listening) socket; errors keep the errno so the caller can fall back.
+fn inet_socket(
+    spec: &ListenSpec,
+    addr: SocketAddr,
+    kind: SockType,
+    v6only: bool,
+) -> Result<OwnedFd, (Errno, String)> {
+    let family = match addr {
+        SocketAddr::V4(_) => AddressFamily::Inet,
+        SocketAddr::V6(_) => AddressFamily::Inet6,
+    };
+    let fail = |what: &str, errno: Errno| (errno, format!("{what}: {}", errno.desc()));
+    let fd = socket(family, kind, SockFlag::SOCK_CLOEXEC, None)
+        .map_err(|e| fail("cannot create socket", e))?;
+    if family == AddressFamily::Inet6 {
+        setsockopt(&fd, sockopt::Ipv6V6Only, &v6only).map_err(|e| fail("IPV6_V6ONLY", e))?;
+    }
+    if kind == SockType::Stream {
+        setsockopt(&fd, sockopt::ReuseAddr, &true).map_err(|e| fail("SO_REUSEADDR", e))?;
+    }
+    if spec.reuseport {
+        setsockopt(&fd, sockopt::ReusePort, &true).map_err(|e| fail("SO_REUSEPORT", e))?;
+    }
+    let bound = match addr {
+        SocketAddr::V4(v4) => bind(fd.as_raw_fd(), &SockaddrIn::from(v4)),
+        SocketAddr::V6(v6) => bind(fd.as_raw_fd(), &SockaddrIn6::from(v6)),
+    };
+    bound.map_err(|e| fail(&format!("cannot bind {addr}"), e))?;
+    if kind == SockType::Stream {
+        listen(&fd, spec).map_err(|m| (Errno::last(), m))?;
+    }
+    Ok(fd)
+}
+
+fn local_inet_address(fd: &OwnedFd) -> Result<SocketAddr, String> {
+    let storage: SockaddrStorage =
+        getsockname(fd.as_raw_fd()).map_err(|e| format!("getsockname: {}", e.desc()))?;
+    if let Some(v4) = storage.as_sockaddr_in() {
+        return Ok(SocketAddr::from(*v4));
+    }
+    if let Some(v6) = storage.as_sockaddr_in6() {
+        return Ok(SocketAddr::from(*v6));
+    }
+    Err(format!("unexpected address family {:?}", storage.family()))
+}
+
+fn unix_socket() -> Result<OwnedFd, String> {
+    socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .map_err(|e| format!("cannot create socket: {}", e.desc()))
+}
+
+fn open_unix_path(
+    spec: &ListenSpec,
+    path: &Path,
+    files: &mut Vec<SocketFile>,
+) -> Result<OwnedFd, String> {
+    remove_stale_socket(path)?;
+    let addr = UnixAddr::new(path).map_err(|e| e.desc().to_string())?;
+    let fd = unix_socket()?;
+    bind(fd.as_raw_fd(), &addr).map_err(|e| format!("cannot bind: {}", e.desc()))?;
+    // Recorded before anything else can fail, so that a failure below removes the file.
+    let meta = std::fs::symlink_metadata(path).map_err(|e| format!("after bind: {e}"))?;
+    files.push(SocketFile {
+        path: path.to_path_buf(),
+        dev: meta.dev(),
+        ino: meta.ino(),
+    });
+    let mode = spec.mode.unwrap_or(DEFAULT_UNIX_MODE);
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .map_err(|e| format!("cannot set mode {mode:o}: {e}"))?;
+    listen(&fd, spec)?;
+    Ok(fd)
+}
+
+/// Removes `path` if it is a unix socket that nobody listens on.
+fn remove_stale_socket(path: &Path) -> Result<(), String> {
+    use std::os::unix::fs::FileTypeExt;
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(format!("cannot inspect the existing path: {e}")),
+    };
+    if !meta.file_type().is_socket() {
+        return Err("the path exists and is not a socket; refusing to replace it".into());
+    }
+    match std::os::unix::net::UnixStream::connect(path) {
+        Ok(_) => Err("another process is listening on this socket".into()),
+        Err(e) if e.raw_os_error() == Some(libc::ECONNREFUSED) => {
+            std::fs::remove_file(path).map_err(|e| format!("cannot remove the stale socket: {e}"))
+        }
+        Err(e) => Err(format!(
+            "cannot check whether the existing socket is live: {e}"
+        )),
+    }
+}
+
+fn listen(fd: &OwnedFd, spec: &ListenSpec) -> Result<(), String> {
+    let backlog = spec.backlog.unwrap_or(DEFAULT_BACKLOG);
+    // nix's Backlog refuses values above SOMAXCONN, but a host may raise net.core.somaxconn
+    // and users may ask for more; the kernel clamps whatever it is given.
+    // SAFETY: listen(2) on a socket fd we own; no memory is passed.
+    let result = unsafe { libc::listen(fd.as_fd().as_raw_fd(), backlog) };
+    Errno::result(result)
+        .map(drop)
+        .map_err(|e| format!("cannot listen: {}", e.desc()))
+}

@@ -1,0 +1,230 @@
+//! graceful-run's own log lines on stderr; the command's stdout and stderr are never touched.
+//!
+//! Each line is written with a single write(2), so lines from graceful-run and from the
+//! command interleave whole. Lines about a generation carry its number and pid. In JSON mode
+//! every line is one object with a timestamp (text mode has none: Docker, journald and
+//! Kubernetes add their own).
+//!
+//! SIGTTOU is blocked around the write: when graceful-run has handed the terminal to the
+//! command and the terminal has TOSTOP set, a write from the background would otherwise raise
+//! SIGTTOU, whose handler returns, and the kernel would restart the write forever. With the
+//! signal blocked the kernel lets the write through.
+
+use std::fmt::{self, Write as _};
+use std::sync::OnceLock;
+
+use nix::sys::signal::{SigSet, SigmaskHow, Signal as NixSignal, pthread_sigmask};
+
+use crate::cli::LogFormat;
+
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
+pub enum Level {
+    Error,
+    Warn,
+    Info,
+    Debug,
+}
+
+impl Level {
+    fn name(self) -> &'static str {
+        match self {
+            Level::Error => "error",
+            Level::Warn => "warning",
+            Level::Info => "info",
+            Level::Debug => "debug",
+        }
+    }
+}
+
+struct Logger {
+    max: Level,
+    format: LogFormat,
+}
+
+static LOGGER: OnceLock<Logger> = OnceLock::new();
+
+/// Sets the level and format once, after the flags are parsed. Lines logged before (flag
+/// errors) use the defaults.
+pub fn init(max: Level, format: LogFormat) {
+    let _ = LOGGER.set(Logger { max, format });
+}
+
+fn logger() -> &'static Logger {
+    LOGGER.get_or_init(|| Logger {
+        max: Level::Info,
+        format: LogFormat::Text,
+    })
+}
+
+pub fn enabled(level: Level) -> bool {
+    level <= logger().max
+}
+
+/// What a line is about: a generation of the command, a hook, or graceful-run itself.
+#[derive(Clone, Copy, Default, Debug)]
+pub struct Subject {
+    pub generation: Option<u64>,
+    pub pid: Option<i32>,
+}
+
+impl Subject {
+    pub const NONE: Subject = Subject {
+        generation: None,
+        pid: None,
+    };
+
+    pub fn generation(generation: u64, pid: i32) -> Subject {
+        Subject {
+            generation: Some(generation),
+            pid: Some(pid),
+        }
+    }
+
+    pub fn pid(pid: i32) -> Subject {
+        Subject {
+            generation: None,
+            pid: Some(pid),
+        }
+    }
+}
+
+pub fn write(level: Level, subject: Subject, message: fmt::Arguments<'_>) {
+    if !enabled(level) {
+        return;
+    }
+    let line = match logger().format {
+        LogFormat::Text => text_line(level, subject, message),
+        LogFormat::Json => json_line(level, subject, message),
+    };
+    write_stderr(line.as_bytes());
+}
+
+fn text_line(level: Level, subject: Subject, message: fmt::Arguments<'_>) -> String {
+    let mut line = String::from("graceful-run: ");
+    match (subject.generation, subject.pid) {
+        (Some(generation), Some(pid)) => {
+            let _ = write!(line, "gen {generation} (pid {pid}): ");
+        }
+        (None, Some(pid)) => {
+            let _ = write!(line, "pid {pid}: ");
+        }
+        _ => {}
+    }
+    if matches!(level, Level::Error | Level::Warn) {
+        line.push_str(level.name());
+        line.push_str(": ");
+    }
+    let _ = line.write_fmt(message);
+    line.push('\n');
+    line
+}
+
+fn json_line(level: Level, subject: Subject, message: fmt::Arguments<'_>) -> String {
+    let time = humantime::format_rfc3339_millis(std::time::SystemTime::now());
+    let mut line = format!("{{\"time\":\"{time}\",\"level\":\"{}\"", level.name());
+    if let Some(generation) = subject.generation {
+        let _ = write!(line, ",\"gen\":{generation}");
+    }
+    if let Some(pid) = subject.pid {
+        let _ = write!(line, ",\"pid\":{pid}");
+    }
+    line.push_str(",\"msg\":\"");
+    push_json_escaped(&mut line, &message.to_string());
+    line.push_str("\"}\n");
+    line
+}
+
+fn push_json_escaped(out: &mut String, text: &str) {
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+}
+
+fn write_stderr(mut bytes: &[u8]) {
+    let mut ttou = SigSet::empty();
+    ttou.add(NixSignal::SIGTTOU);
+    let mut previous = SigSet::empty();
+    let blocked = pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&ttou), Some(&mut previous)).is_ok();
+    while !bytes.is_empty() {
+        match nix::unistd::write(std::io::stderr(), bytes) {
+            Ok(0) => break,
+            Ok(n) => bytes = &bytes[n..],
+            Err(nix::errno::Errno::EINTR) => continue,
+            // A closed or full stderr must not stop the service.
+            Err(_) => break,
+        }
+    }
+    if blocked && !previous.contains(NixSignal::SIGTTOU) {
+        let _ = pthread_sigmask(SigmaskHow::SIG_UNBLOCK, Some(&ttou), None);
+    }
+}
+
+#[macro_export]
+macro_rules! error {
+    ($subject:expr, $($arg:tt)*) => {
+        $crate::log::write($crate::log::Level::Error, $subject, format_args!($($arg)*))
+    };
+}
+
+#[macro_export]
+macro_rules! warn {
+    ($subject:expr, $($arg:tt)*) => {
+        $crate::log::write($crate::log::Level::Warn, $subject, format_args!($($arg)*))
+    };
+}
+
+#[macro_export]
+macro_rules! info {
+    ($subject:expr, $($arg:tt)*) => {
+        $crate::log::write($crate::log::Level::Info, $subject, format_args!($($arg)*))
+    };
+}
+
+#[macro_export]
+macro_rules! debug {
+    ($subject:expr, $($arg:tt)*) => {
+        $crate::log::write($crate::log::Level::Debug, $subject, format_args!($($arg)*))
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_lines_name_generation_and_pid() {
+        let line = text_line(
+            Level::Info,
+            Subject::generation(2, 42),
+            format_args!("ready"),
+        );
+        assert_eq!(line, "graceful-run: gen 2 (pid 42): ready\n");
+        let line = text_line(Level::Warn, Subject::NONE, format_args!("odd"));
+        assert_eq!(line, "graceful-run: warning: odd\n");
+    }
+
+    #[test]
+    fn json_lines_escape_and_carry_fields() {
+        let line = json_line(
+            Level::Error,
+            Subject::generation(3, 7),
+            format_args!("say \"hi\"\n"),
+        );
+        assert!(
+            line.ends_with(
+                "\"level\":\"error\",\"gen\":3,\"pid\":7,\"msg\":\"say \\\"hi\\\"\\n\"}\n"
+            )
+        );
+        assert!(line.starts_with("{\"time\":\""));
+    }
+}

@@ -1,0 +1,6 @@
+//! Integration tests: one binary (one link step), one module per area. Every test drives the
+//! built graceful-run binary as a user would; see `support` for the harness.
+
+mod support;
+
+mod smoke;
