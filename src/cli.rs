@@ -22,7 +22,7 @@ use crate::signal::Signal;
     long_about = LONG_ABOUT,
     after_help = "Exit status: the command's, or 128+N when signal N killed it; 125 when graceful-run fails, \
                   126 when COMMAND cannot run, 127 when it is not found. See --help for more.",
-    after_long_help = AFTER_LONG_HELP,
+    after_long_help = crate::doc::help_text(),
     max_term_width = 100,
 )]
 pub struct Cli {
@@ -409,6 +409,3 @@ command's own pid), forwards signals to it, stops it gracefully (stop signal, ti
 SIGKILL), and on a restart signal starts a new generation on the same sockets and stops the \
 old one once the new one is ready: no connection is refused, and graceful-run's pid never \
 changes. As PID 1 in a container it reaps zombies and handles every signal itself.";
-
-/// Sections shared by `--help` and the man page (see `crate::doc`).
-const AFTER_LONG_HELP: &str = crate::doc::AFTER_LONG_HELP;
