@@ -70,12 +70,22 @@ enum Phase {
         delivered: Option<Signal>,
     },
     /// No generation serves any more: waiting for every process left to end.
-    Finishing {
-        kill_at: Option<Instant>,
-    },
+    Finishing(Leftovers),
     /// The `--post-stop` hook runs.
     PostStop,
     Done,
+}
+
+/// Orphans re-parented to graceful-run, outside any generation's process group.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Leftovers {
+    /// Not looked for yet (generations are still ending).
+    Unchecked,
+    /// Sent the stop signal; SIGKILL at `kill_at`.
+    Stopping {
+        kill_at: Instant,
+    },
+    Killed,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -172,6 +182,8 @@ pub struct Supervisor<'a> {
     last_end: Option<End>,
     children_left: bool,
     forced: bool,
+    /// Set by a stop request: everything must be gone by then (drain + stop timeout).
+    budget_end: Option<Instant>,
 }
 
 impl<'a> Supervisor<'a> {
@@ -202,6 +214,7 @@ impl<'a> Supervisor<'a> {
             last_end: None,
             children_left: false,
             forced: false,
+            budget_end: None,
         }
     }
 
@@ -361,10 +374,12 @@ impl<'a> Supervisor<'a> {
                 step: StopStep::Draining { until },
                 ..
             } if until <= now => self.after_drain(),
-            Phase::Finishing {
-                kill_at: Some(kill_at),
-            } if kill_at <= now => {
-                self.phase = Phase::Finishing { kill_at: None };
+            Phase::Finishing(Leftovers::Stopping { kill_at }) if kill_at <= now => {
+                warn!(
+                    Subject::NONE,
+                    "processes left behind did not stop in time: sending SIGKILL"
+                );
+                self.phase = Phase::Finishing(Leftovers::Killed);
                 self.signal_leftovers(Mapping::To(Signal::KILL));
             }
             _ => {}
@@ -746,8 +761,11 @@ impl<'a> Supervisor<'a> {
     /// from the terminal.
     fn request_stop(&mut self, signal: Signal, delivered: Option<Signal>) {
         match self.phase {
-            Phase::Stopping { .. } | Phase::Finishing { .. } | Phase::PostStop => {
-                warn!(Subject::NONE, "second {signal}: killing everything now");
+            Phase::Stopping { .. } | Phase::Finishing(_) | Phase::PostStop => {
+                warn!(
+                    Subject::NONE,
+                    "{signal} while stopping: killing everything now"
+                );
                 self.force();
                 return;
             }
@@ -760,6 +778,7 @@ impl<'a> Supervisor<'a> {
         self.restart_queued = false;
         let mapping = self.cfg.stop_mapping(signal);
         let budget_end = now + self.cfg.drain_delay + self.cfg.stop_timeout;
+        self.budget_end = Some(budget_end);
         if let Some(id) = self.incoming.take() {
             self.stop_generation(id, mapping, budget_end);
         }
@@ -952,8 +971,8 @@ impl<'a> Supervisor<'a> {
                 };
                 self.close_listeners();
             }
-            Phase::Finishing { .. } => {
-                self.phase = Phase::Finishing { kill_at: None };
+            Phase::Finishing(Leftovers::Stopping { .. }) => {
+                self.phase = Phase::Finishing(Leftovers::Killed);
                 self.signal_leftovers(Mapping::To(Signal::KILL));
             }
             _ => {}
@@ -961,7 +980,7 @@ impl<'a> Supervisor<'a> {
     }
 
     fn enter_finishing(&mut self) {
-        self.phase = Phase::Finishing { kill_at: None };
+        self.phase = Phase::Finishing(Leftovers::Unchecked);
         self.close_listeners();
         let mapping = self.retire_mapping();
         let kill_at = self.stop_deadline();
@@ -988,12 +1007,14 @@ impl<'a> Supervisor<'a> {
         loop {
             let before = self.phase;
             match self.phase {
-                Phase::Stopping {
-                    step: StopStep::Signalled,
-                    ..
-                } if self.generations.is_empty() => self.phase = Phase::Finishing { kill_at: None },
-                Phase::Finishing { kill_at } if self.generations.is_empty() => {
-                    self.finish_leftovers(kill_at)
+                // Nothing left to stop (the command may have exited during the drain): skip the
+                // rest of the stop sequence. A running pre-stop hook is waited for.
+                Phase::Stopping { .. } if self.generations.is_empty() && self.hook.is_none() => {
+                    self.phase = Phase::Finishing(Leftovers::Unchecked);
+                    self.close_listeners();
+                }
+                Phase::Finishing(leftovers) if self.generations.is_empty() => {
+                    self.finish_leftovers(leftovers)
                 }
                 _ => {}
             }
@@ -1005,7 +1026,7 @@ impl<'a> Supervisor<'a> {
 
     /// Every generation is gone; orphans re-parented to graceful-run may remain (e.g. a
     /// daemon that left the command's process group). Stop them too, then finish.
-    fn finish_leftovers(&mut self, kill_at: Option<Instant>) {
+    fn finish_leftovers(&mut self, leftovers: Leftovers) {
         // Reparenting sends no SIGCHLD: look again now.
         self.reap();
         if !self.generations.is_empty() || self.hook.is_some() {
@@ -1022,17 +1043,20 @@ impl<'a> Supervisor<'a> {
             self.start_post_stop();
             return;
         }
-        if kill_at.is_none() && !self.forced {
+        if leftovers != Leftovers::Unchecked {
+            return;
+        }
+        if self.forced {
+            self.phase = Phase::Finishing(Leftovers::Killed);
+            self.signal_leftovers(Mapping::To(Signal::KILL));
+        } else {
             info!(
                 Subject::NONE,
                 "stopping processes left behind by the command"
             );
+            let kill_at = self.stop_deadline();
+            self.phase = Phase::Finishing(Leftovers::Stopping { kill_at });
             self.signal_leftovers(self.retire_mapping());
-            self.phase = Phase::Finishing {
-                kill_at: Some(self.stop_deadline()),
-            };
-        } else if self.forced {
-            self.signal_leftovers(Mapping::To(Signal::KILL));
         }
     }
 
@@ -1191,10 +1215,10 @@ impl<'a> Supervisor<'a> {
     /// otherwise a full stop timeout from now.
     fn stop_deadline(&self) -> Instant {
         let now = Instant::now();
-        match self.phase {
+        match self.budget_end {
             _ if self.forced => now,
-            Phase::Stopping { budget_end, .. } => budget_end.max(now),
-            _ => now + self.cfg.stop_timeout,
+            Some(budget_end) => budget_end.max(now),
+            None => now + self.cfg.stop_timeout,
         }
     }
 
@@ -1205,7 +1229,7 @@ impl<'a> Supervisor<'a> {
                 step: StopStep::Draining { until },
                 ..
             } => Some(until),
-            Phase::Finishing { kill_at } => kill_at,
+            Phase::Finishing(Leftovers::Stopping { kill_at }) => Some(kill_at),
             _ => None,
         };
         let hook = self.hook.as_ref().filter(|h| !h.killed).map(|h| h.deadline);
