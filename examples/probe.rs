@@ -6,8 +6,9 @@
 //! ```
 //!
 //! prints one `key=value` line per fact: pid, process group, LISTEN_* variables, every open
-//! fd (with FD_CLOEXEC, O_NONBLOCK, and for sockets family, type and local address), the
-//! blocked and ignored signal sets as exec left them. Handy when a server says "no sockets passed".
+//! fd (with FD_CLOEXEC, O_NONBLOCK, and for sockets family, type, local address, whether it
+//! listens, and for TCP/UDP SO_REUSEPORT and, on IPv6, IPV6_V6ONLY), the blocked and ignored
+//! signal sets as exec left them. Handy when a server says "no sockets passed".
 //!
 //! Other modes, for tests:
 //! - `signals [--ignore-stop]`: print `signal N` for every signal received, one per line;
@@ -15,9 +16,12 @@
 //! - `ignore-term`: ignore SIGTERM and wait forever.
 //! - `orphans N`: leave N orphaned grandchildren that sleep briefly, then wait forever.
 //! - `exit CODE` / `kill SIGNAL`: end with that status, or die by that signal.
+//! - `nonblock-exit CODE`: set O_NONBLOCK on fd 3 (shared with every holder of the socket),
+//!   then exit with CODE, as a crashing Go or tokio server leaves it.
 //! - `notify FIELDS...`: send one sd_notify datagram (fields joined by newlines) and wait.
 //!
-//! Every mode writes `ready` on stdout once it is set up, so a test can wait for it.
+//! Every mode that keeps running writes `ready` on stdout once it is set up, so a test can
+//! wait for it.
 
 use std::io::Write;
 use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
@@ -42,6 +46,10 @@ fn main() {
                 .unwrap_or(libc::SIGTERM),
         ),
         "notify" => notify(&args[1..]),
+        "nonblock-exit" => {
+            set_nonblock_on_fd3();
+            std::process::exit(args.get(1).and_then(|c| c.parse().ok()).unwrap_or(0))
+        }
         other => {
             eprintln!("probe: unknown mode {other}");
             std::process::exit(2);
@@ -179,7 +187,29 @@ fn describe_socket(fd: BorrowedFd) -> String {
         }
         other => ("other", format!("{other:?}")),
     };
-    format!(" socket:{kind:?} family:{family} address:{text} listening:{listening}")
+    let mut line = format!(" socket:{kind:?} family:{family} address:{text} listening:{listening}");
+    if matches!(family, "inet" | "inet6") {
+        let reuseport = getsockopt(&fd, sockopt::ReusePort).unwrap_or(false);
+        line.push_str(&format!(" reuseport:{reuseport}"));
+    }
+    if family == "inet6" {
+        let v6only = getsockopt(&fd, sockopt::Ipv6V6Only).unwrap_or(false);
+        line.push_str(&format!(" v6only:{v6only}"));
+    }
+    line
+}
+
+fn set_nonblock_on_fd3() {
+    // SAFETY: fd 3 is only flagged with fcntl, never closed or owned.
+    let fd = unsafe { BorrowedFd::borrow_raw(3) };
+    let set = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFL).and_then(|flags| {
+        let flags = nix::fcntl::OFlag::from_bits_retain(flags) | nix::fcntl::OFlag::O_NONBLOCK;
+        nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFL(flags))
+    });
+    if let Err(e) = set {
+        eprintln!("probe: cannot set O_NONBLOCK on fd 3: {e}");
+        std::process::exit(2);
+    }
 }
 
 /// The ignored and blocked signal sets as exec(2) left them, captured by a constructor that

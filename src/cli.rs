@@ -380,10 +380,12 @@ fn parse_optional_signal(text: &str) -> Result<OptionalSignal, String> {
         return Ok(OptionalSignal(None));
     }
     let signal: Signal = text.parse()?;
-    if !signal.is_catchable() {
-        return Err(format!("{signal} cannot be caught"));
+    match signal {
+        s if !s.is_catchable() => Err(format!("{s} cannot be caught")),
+        Signal::TERM | Signal::INT => Err("TERM and INT stop graceful-run".into()),
+        Signal::CHLD => Err("graceful-run needs SIGCHLD to learn when processes exit".into()),
+        s => Ok(OptionalSignal(Some(s))),
     }
-    Ok(OptionalSignal(Some(signal)))
 }
 
 fn parse_ready(text: &str) -> Result<Ready, String> {

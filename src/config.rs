@@ -153,20 +153,6 @@ fn build(cli: Cli, from_env: &dyn Fn(&str) -> bool) -> Result<Config, String> {
         .collect::<Result<Vec<_>, _>>()?;
 
     let restart_signal = cli.restart_signal.0;
-    if let Some(signal) = restart_signal
-        && [Signal::TERM, Signal::INT, Signal::CHLD].contains(&signal)
-    {
-        let why = if signal == Signal::CHLD {
-            "graceful-run needs SIGCHLD to learn when processes exit"
-        } else {
-            "TERM and INT stop graceful-run"
-        };
-        return Err(invalid(
-            "--restart-signal <SIGNAL>",
-            &signal.to_string(),
-            why,
-        ));
-    }
 
     for (flag, hook) in [
         ("--pre-stop <CMD>", &cli.pre_stop),

@@ -51,16 +51,7 @@ pub fn run(config: &Config) -> Outcome {
         error!(Subject::NONE, "{message}");
         return Outcome::Code(e.exit_code());
     }
-    let _pid_file = match &config.pid_file {
-        Some(path) => match pid_file::PidFile::create(path) {
-            Ok(file) => Some(file),
-            Err(why) => {
-                error!(Subject::NONE, "--pid-file '{}': {why}", path.display());
-                return Outcome::Code(exit::FAILURE);
-            }
-        },
-        None => None,
-    };
+
     // One thread: fork is then free of other threads' locks, and PR_SET_PDEATHSIG (which
     // follows the forking thread) follows the process.
     let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -86,6 +77,18 @@ async fn serve(config: &Config, ignored_signals: Vec<signal::Signal>) -> Outcome
             error!(Subject::NONE, "cannot install signal handlers: {e}");
             return Outcome::Code(exit::FAILURE);
         }
+    };
+    // After the handlers: a script that reads the pid as soon as the file appears and sends
+    // HUP must reach a graceful-run that handles it. Removed when dropped, at return.
+    let _pid_file = match &config.pid_file {
+        Some(path) => match pid_file::PidFile::create(path) {
+            Ok(file) => Some(file),
+            Err(why) => {
+                error!(Subject::NONE, "--pid-file '{}': {why}", path.display());
+                return Outcome::Code(exit::FAILURE);
+            }
+        },
+        None => None,
     };
     let mut listeners = match listen::Listeners::bind(&config.listen) {
         Ok(listeners) => listeners,

@@ -3,4 +3,12 @@
 
 mod support;
 
+mod cli;
+mod ecosystem;
+mod exit_status;
+mod init;
+mod restart;
+mod signals;
 mod smoke;
+mod sockets;
+mod terminal;

@@ -358,3 +358,46 @@ pub fn processes_with(marker: &str) -> Vec<i32> {
         .map(|(pid, _, _)| pid)
         .collect()
 }
+
+/// Runs `command` to its end (stdin from /dev/null, stdout and stderr captured in full, up to
+/// EOF) and returns what it printed; kills it and fails the test after [`DEADLINE`].
+pub fn run_to_end(mut command: Command) -> std::process::Output {
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let child = command.spawn().expect("the command runs");
+    let pid = child.id() as i32;
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = sender.send(child.wait_with_output());
+    });
+    match receiver.recv_timeout(DEADLINE) {
+        Ok(output) => output.expect("waiting for the command works"),
+        Err(_) => {
+            // SAFETY: kill(2) with integer arguments.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            panic!("{command:?} did not finish within {DEADLINE:?}");
+        }
+    }
+}
+
+/// A `sleep` duration no other process on the machine has on its command line (about 1000
+/// seconds): run `sleep <it>` and find the process again with [`processes_with`].
+pub fn sleep_marker() -> String {
+    static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    // Fixed width: no marker is a substring of another.
+    format!("1000.{:07}{n:04}", std::process::id())
+}
+
+/// The `sleep` processes (not zombies) with `marker` on their command line.
+pub fn sleepers(marker: &str) -> Vec<i32> {
+    processes_with(marker)
+        .into_iter()
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|comm| comm.trim() == "sleep")
+        })
+        .collect()
+}

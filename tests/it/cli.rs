@@ -1,0 +1,331 @@
+//! The command line as a user meets it: `--help`, `-h` and `--version`, where graceful-run's
+//! options end and the command's begin, and graceful-run's own failures (a bad value, a port
+//! in use, a command that cannot run): one line on stderr naming what was wrong, the
+//! documented exit status, and nothing started or left behind.
+
+use std::process::{Command, Output};
+
+use crate::support::{TempDir, code, graceful_run_bin, run_to_end};
+
+/// Runs graceful-run with `args` to its end.
+fn run(args: &[&str]) -> Output {
+    let mut command = Command::new(graceful_run_bin());
+    command.args(args);
+    run_to_end(command)
+}
+
+fn stdout_of(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr_of(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// Whitespace runs collapsed to one space, so wrapped help text reads as one line.
+fn squeezed(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Checks that `output` is graceful-run's failure: exit `status`, exactly one stderr line
+/// that starts `graceful-run:` and contains every needle, nothing on stdout. Returns what is
+/// wrong, if anything.
+fn one_line_failure(output: &Output, status: i32, needles: &[&str]) -> Option<String> {
+    let stderr = stderr_of(output);
+    let lines: Vec<&str> = stderr.lines().collect();
+    let mut problems = Vec::new();
+    if code(output.status) != Some(status) {
+        problems.push(format!("status {:?}, expected {status}", output.status));
+    }
+    if lines.len() != 1 {
+        problems.push(format!("{} stderr lines, expected 1", lines.len()));
+    }
+    if !stderr.starts_with("graceful-run: ") {
+        problems.push("the line does not start with `graceful-run: `".into());
+    }
+    for needle in needles {
+        if !stderr.contains(needle) {
+            problems.push(format!("the line does not contain {needle:?}"));
+        }
+    }
+    if !output.stdout.is_empty() {
+        problems.push(format!("stdout is not empty: {:?}", stdout_of(output)));
+    }
+    (!problems.is_empty()).then(|| format!("{}\n  stderr: {stderr:?}", problems.join("; ")))
+}
+
+fn assert_one_line_failure(output: &Output, status: i32, needles: &[&str]) {
+    if let Some(problem) = one_line_failure(output, status, needles) {
+        panic!("{problem}");
+    }
+}
+
+/// The long flags declared in `src/cli.rs` (the fields of `struct Cli` but COMMAND).
+fn declared_long_flags() -> Vec<String> {
+    let source = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/src/cli.rs"))
+        .expect("src/cli.rs is readable");
+    let start = source
+        .find("pub struct Cli {")
+        .expect("src/cli.rs declares struct Cli");
+    let body = &source[start..];
+    let body = &body[..body.find("\n}\n").expect("struct Cli ends")];
+    let flags: Vec<String> = body
+        .lines()
+        .filter_map(|line| line.trim().strip_prefix("pub ")?.split_once(':'))
+        .map(|(field, _)| field.trim())
+        .filter(|field| *field != "command" && !field.contains(' '))
+        .map(|field| field.replace('_', "-"))
+        .collect();
+    assert!(
+        flags.len() >= 20,
+        "found only {flags:?} in src/cli.rs: the parser above is out of date"
+    );
+    flags
+}
+
+/// `--help` prints, on stdout with status 0, every flag of `src/cli.rs` with its
+/// GRACEFUL_RUN_* variable.
+#[test]
+fn long_help_lists_every_flag_with_its_environment_variable() {
+    let output = run(&["--help"]);
+    assert_eq!(code(output.status), Some(0), "{}", stderr_of(&output));
+    assert!(output.stderr.is_empty(), "{}", stderr_of(&output));
+    let help = squeezed(&stdout_of(&output));
+    assert!(
+        help.contains("Usage: graceful-run [OPTIONS] <COMMAND>..."),
+        "{help}"
+    );
+    let mut missing = Vec::new();
+    for flag in declared_long_flags() {
+        if !help.contains(&format!("--{flag}")) {
+            missing.push(format!("--{flag}"));
+        }
+        let variable = format!("GRACEFUL_RUN_{}", flag.replace('-', "_").to_uppercase());
+        if !help.contains(&format!("[env: {variable}=")) {
+            missing.push(format!("[env: {variable}=]"));
+        }
+    }
+    assert!(missing.is_empty(), "--help lacks {missing:?}");
+}
+
+/// `-h` prints the short summary (every flag, not the long sections) on stdout with status 0.
+#[test]
+fn short_help_is_a_summary() {
+    let short = run(&["-h"]);
+    let long = run(&["--help"]);
+    assert_eq!(code(short.status), Some(0), "{}", stderr_of(&short));
+    assert!(short.stderr.is_empty(), "{}", stderr_of(&short));
+    let text = squeezed(&stdout_of(&short));
+    assert!(
+        text.contains("Usage: graceful-run [OPTIONS] <COMMAND>..."),
+        "{text}"
+    );
+    assert!(text.contains("see more with '--help'"), "{text}");
+    for flag in declared_long_flags() {
+        assert!(text.contains(&format!("--{flag}")), "-h lacks --{flag}");
+    }
+    assert!(
+        !text.contains("EXIT STATUS:") && squeezed(&stdout_of(&long)).contains("EXIT STATUS:"),
+        "only --help has the long sections"
+    );
+    assert!(short.stdout.len() < long.stdout.len());
+}
+
+/// `--version` prints `graceful-run <version>` from Cargo.toml on stdout with status 0.
+#[test]
+fn version_is_the_crate_version() {
+    for flag in ["--version", "-V"] {
+        let output = run(&[flag]);
+        assert_eq!(
+            code(output.status),
+            Some(0),
+            "{flag}: {}",
+            stderr_of(&output)
+        );
+        assert_eq!(
+            stdout_of(&output),
+            format!("graceful-run {}\n", env!("CARGO_PKG_VERSION")),
+            "{flag}"
+        );
+        assert!(output.stderr.is_empty(), "{flag}: {}", stderr_of(&output));
+    }
+}
+
+/// Options end at the first non-option word: `graceful-run sh -c 'exit 7'` gives `-c` to sh.
+#[test]
+fn options_end_at_the_command_name() {
+    let output = run(&["sh", "-c", "exit 7"]);
+    assert_eq!(code(output.status), Some(7), "{}", stderr_of(&output));
+}
+
+/// Words that look like graceful-run's flags after the command (`--help`, `-l`, `-V`) are
+/// the command's arguments.
+#[test]
+fn flags_after_the_command_belong_to_it() {
+    let output = run(&[
+        "sh",
+        "-c",
+        "echo \"args:$*\"",
+        "sh",
+        "--help",
+        "-l",
+        "5",
+        "-V",
+    ]);
+    assert_eq!(code(output.status), Some(0), "{}", stderr_of(&output));
+    assert_eq!(stdout_of(&output), "args:--help -l 5 -V\n");
+    assert!(
+        !stderr_of(&output).contains("listening on"),
+        "{}",
+        stderr_of(&output)
+    );
+}
+
+/// After `--`, even `-h` is the command: it is looked up (127, one line naming `-h`), and no
+/// help is printed.
+#[test]
+fn double_dash_makes_a_dash_word_the_command() {
+    let output = run(&["--", "-h"]);
+    assert_one_line_failure(&output, 127, &["-h", "not found"]);
+}
+
+/// A bad value for any flag (or an unknown flag) exits 125 with one line naming the flag and
+/// the value, before any socket, pid file or command exists.
+#[test]
+fn every_bad_value_is_one_line_and_status_125() {
+    // (arguments, the flag the line names, the value the line contains); `{tmp}` is the
+    // test's directory.
+    let cases: &[(&[&str], &str, &str)] = &[
+        (&["--listen", "99999"], "--listen", "99999"),
+        (&["--listen", "ftp://x:1"], "--listen", "ftp://x:1"),
+        (&["--listen", "8080,bogus"], "--listen", "8080,bogus"),
+        (
+            &["--listen", "unix:{tmp}/bad.sock,bogus"],
+            "--listen",
+            "bad.sock,bogus",
+        ),
+        (&["--listen", "8080,name=a:b"], "--listen", "name=a:b"),
+        (&["--listen", "8080,mode=0660"], "--listen", "mode=0660"),
+        (&["--map-signal", "TERM"], "--map-signal", "TERM"),
+        (&["--map-signal", "FOO:TERM"], "--map-signal", "FOO:TERM"),
+        (&["--map-signal", "KILL:TERM"], "--map-signal", "KILL"),
+        (&["--stop-signal", "FOO"], "--stop-signal", "FOO"),
+        (&["--stop-timeout", "soon"], "--stop-timeout", "soon"),
+        (&["--drain-delay", "soon"], "--drain-delay", "soon"),
+        (&["--hook-timeout", "soon"], "--hook-timeout", "soon"),
+        (&["--restart-signal", "FOO"], "--restart-signal", "FOO"),
+        (&["--restart-signal", "TERM"], "--restart-signal", "TERM"),
+        (&["--ready", "sometime"], "--ready", "sometime"),
+        (&["--ready-timeout", "soon"], "--ready-timeout", "soon"),
+        (
+            &["--restart-policy", "sometimes"],
+            "--restart-policy",
+            "sometimes",
+        ),
+        (&["--restart-delay", "soon"], "--restart-delay", "soon"),
+        (&["--max-restarts", "many"], "--max-restarts", "many"),
+        (&["--user", "no-such-user-gr"], "--user", "no-such-user-gr"),
+        (
+            &["--user", "root:no-such-group-gr"],
+            "--user",
+            "no-such-group-gr",
+        ),
+        (&["--exit-code-map", "300:0"], "--exit-code-map", "300:0"),
+        (&["--exit-code-map", "143"], "--exit-code-map", "143"),
+        (&["--log-format", "xml"], "--log-format", "xml"),
+        (&["--compat", "systemd"], "--compat", "systemd"),
+        (&["--pre-stop", ""], "--pre-stop", "''"),
+        (&["--post-stop", ""], "--post-stop", "''"),
+        (&["--bogus"], "--bogus", "--bogus"),
+    ];
+    let mut failures = Vec::new();
+    for (bad, flag, value) in cases {
+        let dir = TempDir::new("cli-bad");
+        let tmp = dir.path().display().to_string();
+        let good_socket = format!("unix:{tmp}/good.sock");
+        let pid_file = format!("{tmp}/gr.pid");
+        let bad: Vec<String> = bad.iter().map(|a| a.replace("{tmp}", &tmp)).collect();
+        let mut args = vec!["-l", &good_socket, "--pid-file", &pid_file];
+        args.extend(bad.iter().map(String::as_str));
+        args.extend(["--", "sh", "-c", "echo child-ran"]);
+        let output = run(&args);
+        if let Some(problem) = one_line_failure(&output, 125, &[flag, value]) {
+            failures.push(format!("{bad:?}: {problem}"));
+        }
+        if stderr_of(&output).contains("started") {
+            failures.push(format!("{bad:?}: the command was started"));
+        }
+        let left: Vec<_> = std::fs::read_dir(dir.path())
+            .expect("the temp dir exists")
+            .flatten()
+            .map(|entry| entry.file_name())
+            .collect();
+        if !left.is_empty() {
+            failures.push(format!("{bad:?}: left {left:?} behind"));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// No COMMAND at all (with or without other flags) exits 125 with one line mentioning COMMAND.
+#[test]
+fn no_command_is_one_line_and_status_125() {
+    for args in [&[][..], &["-l", "127.0.0.1:0"], &["--"]] {
+        let output = run(args);
+        if let Some(problem) = one_line_failure(&output, 125, &["COMMAND"]) {
+            panic!("{args:?}: {problem}");
+        }
+    }
+}
+
+/// A port that is already in use exits 125 with one line naming `--listen`, the value and
+/// the reason, after closing (and removing) the sockets it had opened, without starting the
+/// command.
+#[test]
+fn a_port_in_use_is_one_line_and_status_125() {
+    let holder = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+    let taken = format!("127.0.0.1:{}", holder.local_addr().expect("bound").port());
+    let dir = TempDir::new("cli-bind");
+    let first = format!("unix:{}", dir.join("first.sock").display());
+    let output = run(&[
+        "-l",
+        &first,
+        "-l",
+        &taken,
+        "--",
+        "sh",
+        "-c",
+        "echo child-ran",
+    ]);
+    assert_one_line_failure(
+        &output,
+        125,
+        &["--listen", &taken, "Address already in use"],
+    );
+    assert!(
+        !dir.join("first.sock").exists(),
+        "the socket opened before the failure was left behind"
+    );
+}
+
+/// A command that does not exist exits 127 with one line naming it.
+#[test]
+fn a_missing_command_is_one_line_and_status_127() {
+    for command in ["no-such-command-gr-cli", "/no/such/dir/gr-cli"] {
+        let output = run(&["-l", "127.0.0.1:0", "--", command, "arg"]);
+        assert_one_line_failure(&output, 127, &[command]);
+    }
+}
+
+/// A file that exists but cannot be executed exits 126 with one line naming it.
+#[test]
+fn a_non_executable_command_is_one_line_and_status_126() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = TempDir::new("cli-noexec");
+    let script = dir.join("not-executable.sh");
+    std::fs::write(&script, "#!/bin/sh\nexit 0\n").expect("the temp dir is writable");
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o644)).expect("chmod works");
+    let path = script.display().to_string();
+    let output = run(&["--", &path]);
+    assert_one_line_failure(&output, 126, &[&path]);
+}
