@@ -107,9 +107,11 @@ async fn serve(config: &Config, ignored_signals: Vec<signal::Signal>) -> Outcome
         );
     }
     let pid1 = std::process::id() == 1;
+    let mut reaper = pid1;
     if !pid1 && config.subreaper {
         // SAFETY: prctl with integer arguments only.
         let result = unsafe { nix::libc::prctl(nix::libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+        reaper = result == 0;
         if result != 0 {
             warn!(
                 Subject::NONE,
@@ -138,6 +140,7 @@ async fn serve(config: &Config, ignored_signals: Vec<signal::Signal>) -> Outcome
         upstream,
         terminal,
         pid1,
+        reaper,
         proc_is_ours: process::proc_is_ours(),
     };
     let outcome = supervisor::Supervisor::new(setup).run().await;

@@ -65,9 +65,20 @@ impl Generation {
         }
     }
 
-    /// Whether any of its processes is left (zombies included: they still need reaping).
-    pub fn has_processes(&self) -> bool {
-        self.exit.is_none() || (self.own_group && process::group_alive(self.pid))
+    /// Whether any of its processes is left. Zombies count while graceful-run is the one to
+    /// reap them (`reaper`: PID 1 or child subreaper). Otherwise orphans belong to another
+    /// init, which reaps them when it likes and tells graceful-run nothing: once the group
+    /// has been sent SIGKILL, what remains is that init's business.
+    pub fn has_processes(&self, reaper: bool) -> bool {
+        if self.exit.is_none() {
+            return true;
+        }
+        if !self.own_group
+            || (!reaper && matches!(self.state, State::Stopping { killed: true, .. }))
+        {
+            return false;
+        }
+        process::group_alive(self.pid)
     }
 
     pub fn is_ready(&self) -> bool {

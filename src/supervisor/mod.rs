@@ -149,6 +149,8 @@ pub struct Setup<'a> {
     pub upstream: Option<Upstream>,
     pub terminal: Option<RawFd>,
     pub pid1: bool,
+    /// PID 1 or a child subreaper: orphaned descendants come back to graceful-run.
+    pub reaper: bool,
     pub proc_is_ours: bool,
 }
 
@@ -167,6 +169,7 @@ pub struct Supervisor<'a> {
     upstream: Option<Upstream>,
     terminal: Option<RawFd>,
     pid1: bool,
+    reaper: bool,
     proc_is_ours: bool,
     own_pid: i32,
 
@@ -197,6 +200,7 @@ impl<'a> Supervisor<'a> {
             upstream: setup.upstream,
             terminal: setup.terminal,
             pid1: setup.pid1,
+            reaper: setup.reaper,
             proc_is_ours: setup.proc_is_ours,
             own_pid: std::process::id() as i32,
             phase: Phase::Serving,
@@ -412,6 +416,7 @@ impl<'a> Supervisor<'a> {
     }
 
     fn on_leader_exit(&mut self, id: u64, exit: ChildExit) {
+        let reaper = self.reaper;
         let Some(generation) = self.generation_mut(id) else {
             return;
         };
@@ -420,7 +425,17 @@ impl<'a> Supervisor<'a> {
         let subject = generation.subject();
         let started = generation.started;
         let failed_readiness = generation.failed_readiness;
-        let leftovers = generation.has_processes() && !generation.is_stopping();
+        let leftovers = generation.has_processes(reaper) && !generation.is_stopping();
+        if leftovers {
+            // Before the role's consequences (which may stop every generation): once.
+            info!(
+                subject,
+                "processes are left in its process group; stopping them"
+            );
+            let mapping = self.retire_mapping();
+            let kill_at = self.stop_deadline();
+            self.stop_generation(id, mapping, kill_at);
+        }
 
         if self.incoming == Some(id) {
             self.incoming = None;
@@ -450,16 +465,6 @@ impl<'a> Supervisor<'a> {
             }
         } else {
             info!(subject, "{exit}");
-        }
-
-        if leftovers {
-            let kill_at = self.stop_deadline();
-            info!(
-                subject,
-                "processes are left in its process group; stopping them"
-            );
-            let mapping = self.retire_mapping();
-            self.stop_generation(id, mapping, kill_at);
         }
     }
 
@@ -987,7 +992,7 @@ impl<'a> Supervisor<'a> {
         let ids: Vec<u64> = self
             .generations
             .iter()
-            .filter(|g| g.has_processes() && !g.is_stopping())
+            .filter(|g| g.has_processes(self.reaper) && !g.is_stopping())
             .map(|g| g.id)
             .collect();
         for id in ids {
@@ -998,7 +1003,7 @@ impl<'a> Supervisor<'a> {
     /// Re-checks the conditions that end phases; runs after every event.
     fn settle(&mut self) {
         self.generations.retain(|g| {
-            let keep = g.has_processes();
+            let keep = g.has_processes(self.reaper);
             if !keep {
                 debug!(g.subject(), "all processes of this generation are gone");
             }
@@ -1174,7 +1179,11 @@ impl<'a> Supervisor<'a> {
             Mapping::Drop => debug!(Subject::NONE, "dropped {signal} (--map-signal)"),
             Mapping::To(to) => {
                 let mut any = false;
-                for generation in self.generations.iter().filter(|g| g.has_processes()) {
+                for generation in self
+                    .generations
+                    .iter()
+                    .filter(|g| g.has_processes(self.reaper))
+                {
                     debug!(generation.subject(), "forwarding {signal} as {to}");
                     generation.signal(to);
                     any = true;

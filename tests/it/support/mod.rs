@@ -401,3 +401,35 @@ pub fn sleepers(marker: &str) -> Vec<i32> {
         })
         .collect()
 }
+
+/// SIGKILLs every process with `marker` on its command line when dropped, so that a failing
+/// test leaves none behind (the parent-death signal reaches only graceful-run's own child).
+pub struct KillOnDrop(pub String);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        for pid in processes_with(&self.0) {
+            // SAFETY: kill(2) with integer arguments.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
+}
+
+impl Gr {
+    /// Polls `found` until it gives a value; fails after [`DEADLINE`] with `what` and
+    /// everything graceful-run printed.
+    pub fn poll<T>(&self, what: &str, mut found: impl FnMut() -> Option<T>) -> T {
+        let end = Instant::now() + DEADLINE;
+        loop {
+            if let Some(value) = found() {
+                return value;
+            }
+            assert!(
+                Instant::now() < end,
+                "timed out waiting until {what}\n{}",
+                self.output()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
