@@ -40,15 +40,7 @@ pub fn run(config: &Config) -> Outcome {
     let program = &config.command[0];
     let path = std::env::var_os("PATH");
     if let Err(e) = spawn::look_up(program, path.as_deref()) {
-        let message = match &e {
-            spawn::LookupError::NotFound => {
-                format!("{}: command not found", program.to_string_lossy())
-            }
-            spawn::LookupError::NotExecutable(path, why) => {
-                format!("{}: cannot execute: {why}", path.display())
-            }
-        };
-        error!(Subject::NONE, "{message}");
+        error!(Subject::NONE, "{e}");
         return Outcome::Code(e.exit_code());
     }
 

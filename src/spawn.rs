@@ -163,18 +163,29 @@ impl fmt::Display for SpawnError {
     }
 }
 
-/// Where COMMAND was looked up, and why it cannot run.
+/// Why COMMAND cannot run: not found (as written), or found at a path but not executable.
 #[derive(Debug, PartialEq, Eq)]
 pub enum LookupError {
-    NotFound,
+    NotFound(PathBuf),
     NotExecutable(PathBuf, String),
 }
 
 impl LookupError {
     pub fn exit_code(&self) -> i32 {
         match self {
-            LookupError::NotFound => crate::exit::NOT_FOUND,
+            LookupError::NotFound(_) => crate::exit::NOT_FOUND,
             LookupError::NotExecutable(..) => crate::exit::CANNOT_RUN,
+        }
+    }
+}
+
+impl fmt::Display for LookupError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LookupError::NotFound(program) => write!(f, "{}: command not found", program.display()),
+            LookupError::NotExecutable(path, why) => {
+                write!(f, "{}: cannot execute: {why}", path.display())
+            }
         }
     }
 }
@@ -183,8 +194,9 @@ impl LookupError {
 /// searched on `path` (PATH). A candidate that exists but cannot be executed is remembered
 /// and the search goes on; it is the error only when nothing executable is found.
 pub fn look_up(program: &OsStr, path: Option<&OsStr>) -> Result<PathBuf, LookupError> {
+    let not_found = || LookupError::NotFound(PathBuf::from(program));
     if program.is_empty() {
-        return Err(LookupError::NotFound);
+        return Err(not_found());
     }
     if program.as_bytes().contains(&b'/') {
         let candidate = PathBuf::from(program);
@@ -197,21 +209,25 @@ pub fn look_up(program: &OsStr, path: Option<&OsStr>) -> Result<PathBuf, LookupE
         let candidate = Path::new(OsStr::from_bytes(dir)).join(program);
         match check_executable(&candidate) {
             Ok(()) => return Ok(candidate),
-            Err(LookupError::NotFound) => {}
+            Err(LookupError::NotFound(_)) => {}
             Err(error) => {
                 denied.get_or_insert(error);
             }
         }
     }
-    Err(denied.unwrap_or(LookupError::NotFound))
+    Err(denied.unwrap_or_else(not_found))
 }
 
 fn check_executable(candidate: &Path) -> Result<(), LookupError> {
     use std::os::unix::fs::PermissionsExt;
     let meta = match std::fs::metadata(candidate) {
         Ok(meta) => meta,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(LookupError::NotFound),
-        Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => return Err(LookupError::NotFound),
+        Err(e)
+            if e.kind() == std::io::ErrorKind::NotFound
+                || e.raw_os_error() == Some(libc::ENOTDIR) =>
+        {
+            return Err(LookupError::NotFound(candidate.into()));
+        }
         Err(e) => return Err(LookupError::NotExecutable(candidate.into(), e.to_string())),
     };
     if meta.is_dir() {
@@ -682,7 +698,7 @@ mod tests {
         );
         assert_eq!(
             look_up(OsStr::new("no-such-command-x"), None),
-            Err(LookupError::NotFound)
+            Err(LookupError::NotFound("no-such-command-x".into()))
         );
         assert!(matches!(
             look_up(OsStr::new("/etc"), None),
@@ -694,7 +710,7 @@ mod tests {
         ));
         assert_eq!(
             look_up(OsStr::new("/no/such/file"), None),
-            Err(LookupError::NotFound)
+            Err(LookupError::NotFound("/no/such/file".into()))
         );
     }
 
