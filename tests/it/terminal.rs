@@ -70,3 +70,41 @@ fn command_reads_the_terminal_and_ctrl_c_exits_130() {
     session.wait_exit();
     assert_eq!(sleepers(&marker), Vec::<i32>::new(), "{}", session.output());
 }
+
+/// Job control in an interactive shell: Ctrl-Z stops the command *and* graceful-run, so the
+/// shell reports the job stopped and gets its terminal back; `fg` resumes both and the
+/// command reads the terminal again; Ctrl-C then ends it with 130.
+#[test]
+fn ctrl_z_stops_the_job_and_fg_resumes_it() {
+    // An interactive bash on the terminal; its prompts and job messages go to the captured
+    // stderr, the command's output to the captured stdout.
+    let (mut shell, mut terminal) = in_terminal("exec bash --norc --noprofile -i");
+    let mut typing = |text: &[u8]| terminal.write_all(text).expect("the terminal takes input");
+    typing(
+        format!(
+            "'{}' -- cat; echo status:$?\n",
+            graceful_run_bin().display()
+        )
+        .as_bytes(),
+    );
+    shell.wait_stderr("started");
+    typing(b"hello\n");
+    shell.wait_stdout("hello");
+
+    typing(b"\x1a");
+    shell.wait_stderr("stopped by SIGTSTP; stopping graceful-run too");
+    shell.wait_stderr("Stopped");
+
+    typing(b"fg\n");
+    typing(b"again\n");
+    shell.wait_stdout("again");
+
+    typing(b"\x03");
+    shell.wait_stderr("killed by SIGINT");
+    // bash ran the rest of the list (`status:147`) when the job stopped; `fg`'s status is
+    // the job's.
+    typing(b"echo fg-status:$?\n");
+    shell.wait_stdout("fg-status:130");
+    typing(b"exit\n");
+    shell.wait_exit();
+}
