@@ -22,7 +22,7 @@ use crate::signal::Signal;
     long_about = LONG_ABOUT,
     after_help = "Exit status: the command's, or 128+N when signal N killed it; 125 when graceful-run fails, \
                   126 when COMMAND cannot run, 127 when it is not found. See --help for more.",
-    after_long_help = crate::doc::help_text(),
+    
     max_term_width = 100,
 )]
 pub struct Cli {
@@ -397,8 +397,15 @@ fn parse_ready(text: &str) -> Result<Ready, String> {
         .map_err(|e| format!("expected `notify` or a duration: {e}"))
 }
 
-/// The clap command, for the man page and completions generators.
+/// The clap command with everything `--help` shows, for `--help`, the man page and the
+/// completions.
 pub fn command() -> clap::Command {
+    parsing_command().after_long_help(crate::doc::help_text())
+}
+
+/// The clap command without the reference sections after the flags: wrapping them costs
+/// more than the rest of startup together, and only `--help` shows them.
+pub fn parsing_command() -> clap::Command {
     <Cli as clap::CommandFactory>::command()
 }
 

@@ -74,7 +74,18 @@ where
     I: IntoIterator<Item = T>,
     T: Into<OsString> + Clone,
 {
-    let matches = match cli::command().try_get_matches_from(args) {
+        let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
+    let asks_for_help = args
+        .iter()
+        .skip(1)
+        .take_while(|arg| *arg != "--")
+        .any(|arg| arg == "--help");
+    let command = if asks_for_help {
+        cli::command()
+    } else {
+        cli::parsing_command()
+    };
+    let matches = match command.try_get_matches_from(args) {
         Ok(matches) => matches,
         Err(error) => return Err(clap_stop(error)),
     };

@@ -185,12 +185,18 @@ impl<'a> Supervisor<'a> {
             }
             self.settle();
         }
-        self.reclaim_terminal();
-        match self.last_end {
+                self.reclaim_terminal();
+        let outcome = match self.last_end {
             Some(End::Exited(exit)) => Outcome::Child(exit),
             Some(End::SpawnFailed(code)) => Outcome::Code(code),
             None => Outcome::Code(0),
-        }
+        };
+        // The handlers stay installed until the process ends: a signal that arrives while
+        // socket and pid files are removed is absorbed instead of killing graceful-run
+        // half-way. (Dropping the receiver would also unregister every handler, one
+        // copy-on-write update of signal-hook's registry each: a fifth of startup+exit work.)
+        std::mem::forget(self.signals);
+        outcome
     }
 
     fn on_signal(&mut self, received: Received) {
