@@ -185,7 +185,7 @@ impl<'a> Supervisor<'a> {
             }
             self.settle();
         }
-                self.reclaim_terminal();
+        self.reclaim_terminal();
         let outcome = match self.last_end {
             Some(End::Exited(exit)) => Outcome::Child(exit),
             Some(End::SpawnFailed(code)) => Outcome::Code(code),
@@ -243,8 +243,10 @@ impl<'a> Supervisor<'a> {
             }
             Signal::TERM | Signal::INT => self.request_stop(signal, delivered.then_some(signal)),
             Signal::CONT => {
-                self.forward(signal, delivered);
+                // Terminal first, as shells do on `fg`: a command continued before it owns
+                // the terminal reads it from the background and is stopped again (SIGTTIN).
                 self.hand_terminal_to_serving();
+                self.forward(signal, delivered);
             }
             _ => self.forward(signal, delivered),
         }
