@@ -22,7 +22,6 @@ use crate::signal::Signal;
     long_about = LONG_ABOUT,
     after_help = "Exit status: the command's, or 128+N when signal N killed it; 125 when graceful-run fails, \
                   126 when COMMAND cannot run, 127 when it is not found. See --help for more.",
-    
     max_term_width = 100,
 )]
 pub struct Cli {
