@@ -109,9 +109,11 @@ pub const SECTIONS: &[Section] = &[
             Item(
                 "every other signal",
                 "Forwarded to the command's process group (to the command alone with \
-                 --no-process-group), after --map-signal. Signals that the command's own \
-                 processes send to graceful-run are not forwarded or acted on, except the \
-                 restart signal: a server may ask for its own replacement.",
+                 --no-process-group), after --map-signal. A signal that a process of the \
+                 command's group sends to graceful-run is not echoed back to it; TERM and INT \
+                 from any descendant of graceful-run are ignored (Go's grace and endless TERM \
+                 their parent after a restart). The restart signal from the command is \
+                 honoured: a server may ask for its own replacement.",
             ),
             Para(
                 "Signals are written TERM, SIGTERM, sigterm or 15. When graceful-run is killed \

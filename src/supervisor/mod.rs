@@ -213,8 +213,15 @@ impl<'a> Supervisor<'a> {
             );
             return;
         }
+        // Stopping or restarting on a request from the command itself would be wrong (Go's
+        // grace TERMs its parent), so those signals get the thorough check, which reads the
+        // sender's ancestry from /proc. Any other signal is only forwarded, and the cheap
+        // check (a generation's process or process group) is enough to avoid echoing a
+        // signal back to the group that sent it; it keeps /proc out of the forwarding path.
+        let decides =
+            matches!(signal, Signal::TERM | Signal::INT) || Some(signal) == self.cfg.restart_signal;
         if let Some(sender) = received.sender
-            && self.is_ours(sender)
+            && self.is_ours(sender, decides)
         {
             if Some(signal) == self.cfg.restart_signal {
                 info!(
@@ -473,8 +480,13 @@ impl<'a> Supervisor<'a> {
         }
     }
 
-    /// Whether `pid` belongs to the command: a generation, a hook, or their descendants.
-    fn is_ours(&self, pid: i32) -> bool {
+    /// Whether `pid` belongs to the command: a generation or hook, a process in a
+    /// generation's process group, or (`thorough`) any descendant of graceful-run. Pid 0 is
+    /// a sender outside graceful-run's pid namespace (e.g. `docker stop`).
+    fn is_ours(&self, pid: i32, thorough: bool) -> bool {
+        if pid <= 0 {
+            return false;
+        }
         let pid_t = Pid::from_raw(pid);
         if self.generations.iter().any(|g| g.pid == pid_t)
             || self.hook.as_ref().is_some_and(|h| h.pid == pid_t)
@@ -487,7 +499,7 @@ impl<'a> Supervisor<'a> {
         {
             return true;
         }
-        self.proc_is_ours && process::descends_from(pid, self.own_pid)
+        thorough && self.proc_is_ours && process::descends_from(pid, self.own_pid)
     }
 
     fn next_deadline(&self) -> Option<Instant> {
