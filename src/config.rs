@@ -121,17 +121,23 @@ fn one_line(rendered: &str) -> String {
     format!("{text} (see --help)")
 }
 
-/// A repeatable flag's values: from the command line one per flag, from its environment
-/// variable separated by whitespace.
-fn values(raw: &[String], from_env: bool) -> Vec<String> {
-    if from_env {
-        raw.iter()
-            .flat_map(|v| v.split_whitespace())
-            .map(str::to_string)
-            .collect()
+/// Parses every value of a repeatable flag: from the command line one per flag, from its
+/// environment variable separated by whitespace.
+fn parse_all<T>(
+    raw: &[String],
+    from_env: bool,
+    flag: &str,
+    parse: impl Fn(&str) -> Result<T, String>,
+) -> Result<Vec<T>, String> {
+    let values: Vec<&str> = if from_env {
+        raw.iter().flat_map(|v| v.split_whitespace()).collect()
     } else {
-        raw.to_vec()
-    }
+        raw.iter().map(String::as_str).collect()
+    };
+    values
+        .into_iter()
+        .map(|text| parse(text).map_err(|reason| invalid(flag, text, reason)))
+        .collect()
 }
 
 fn invalid(flag: &str, value: &str, reason: impl std::fmt::Display) -> String {
@@ -139,29 +145,24 @@ fn invalid(flag: &str, value: &str, reason: impl std::fmt::Display) -> String {
 }
 
 fn build(cli: Cli, from_env: &dyn Fn(&str) -> bool) -> Result<Config, String> {
-    let listen = values(&cli.listen, from_env("listen"))
-        .iter()
-        .map(|text| {
-            text.parse::<ListenSpec>()
-                .map_err(|reason| invalid("--listen <SPEC>", text, reason))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-
-    let rules = values(&cli.map_signal, from_env("map_signal"))
-        .iter()
-        .map(|text| {
-            text.parse::<SignalRule>()
-                .map_err(|reason| invalid("--map-signal <FROM:TO>", text, reason))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-
-    let exit_rules = values(&cli.exit_code_map, from_env("exit_code_map"))
-        .iter()
-        .map(|text| {
-            exit::parse_exit_code_rule(text)
-                .map_err(|reason| invalid("--exit-code-map <FROM:TO>", text, reason))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let listen = parse_all(
+        &cli.listen,
+        from_env("listen"),
+        "--listen <SPEC>",
+        str::parse,
+    )?;
+    let rules = parse_all(
+        &cli.map_signal,
+        from_env("map_signal"),
+        "--map-signal <FROM:TO>",
+        str::parse::<SignalRule>,
+    )?;
+    let exit_rules = parse_all(
+        &cli.exit_code_map,
+        from_env("exit_code_map"),
+        "--exit-code-map <FROM:TO>",
+        exit::parse_exit_code_rule,
+    )?;
 
     let restart_signal = cli.restart_signal.0;
 
@@ -385,13 +386,14 @@ mod tests {
 
     #[test]
     fn env_lists_split_on_whitespace() {
+        let same = |text: &str| Ok::<_, String>(text.to_string());
         assert_eq!(
-            values(&["8080 unix:/a.sock".into()], true),
-            ["8080", "unix:/a.sock"]
+            parse_all(&["8080 unix:/a.sock".into()], true, "-l", same),
+            Ok(vec!["8080".to_string(), "unix:/a.sock".to_string()])
         );
         assert_eq!(
-            values(&["unix:/my dir/a.sock".into()], false),
-            ["unix:/my dir/a.sock"]
+            parse_all(&["unix:/my dir/a.sock".into()], false, "-l", same),
+            Ok(vec!["unix:/my dir/a.sock".to_string()])
         );
     }
 }

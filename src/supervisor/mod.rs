@@ -58,12 +58,12 @@ enum Phase {
     Backoff {
         until: Instant,
     },
-    /// A stop was requested; everything must be gone by `budget_end` (drain + stop timeout).
+    /// A stop was requested; everything must be gone by `Supervisor::budget_end`.
     Stopping {
         step: StopStep,
+        /// What the command receives as the stop signal.
         mapping: Mapping,
-        budget_end: Instant,
-        /// The command already got the signal from the terminal (`--no-process-group`).
+        /// The signal the command already got from the terminal (`--no-process-group`).
         delivered: Option<Signal>,
     },
     /// No generation serves any more: waiting for every process left to end.

@@ -77,11 +77,13 @@ impl Supervisor<'_> {
         }
         match hook.kind {
             HookKind::PreStop => {
-                if let Phase::Stopping {
-                    step: StopStep::PreStop,
-                    ..
-                } = self.phase
-                {
+                if matches!(
+                    self.phase,
+                    Phase::Stopping {
+                        step: StopStep::PreStop,
+                        ..
+                    }
+                ) {
                     self.signal_stop();
                 }
             }
@@ -112,25 +114,20 @@ impl Supervisor<'_> {
         let budget_end = now + self.cfg.drain_delay + self.cfg.stop_timeout;
         self.budget_end = Some(budget_end);
         if let Some(id) = self.incoming.take() {
+            // A replacement that is still starting serves nobody: no drain for it.
             self.stop_generation(id, mapping, budget_end);
         }
-        if matches!(self.phase, Phase::Backoff { .. }) || self.serving.is_none() {
-            self.phase = Phase::Stopping {
-                step: StopStep::Signalled,
-                mapping,
-                budget_end,
-                delivered,
-            };
+        let nothing_serves = matches!(self.phase, Phase::Backoff { .. }) || self.serving.is_none();
+        self.phase = Phase::Stopping {
+            step: StopStep::Draining {
+                until: now + self.cfg.drain_delay,
+            },
+            mapping,
+            delivered,
+        };
+        if nothing_serves {
             self.signal_stop();
-            return;
-        }
-        if self.cfg.drain_delay.is_zero() {
-            self.phase = Phase::Stopping {
-                step: StopStep::PreStop,
-                mapping,
-                budget_end,
-                delivered,
-            };
+        } else if self.cfg.drain_delay.is_zero() {
             self.after_drain();
         } else {
             info!(
@@ -138,32 +135,32 @@ impl Supervisor<'_> {
                 "draining for {} before the stop signal",
                 format_duration(self.cfg.drain_delay)
             );
-            self.phase = Phase::Stopping {
-                step: StopStep::Draining {
-                    until: now + self.cfg.drain_delay,
-                },
-                mapping,
-                budget_end,
-                delivered,
-            };
         }
     }
 
-    pub(super) fn after_drain(&mut self) {
+    /// Moves the stop sequence on to `step`. Returns the stop signal's mapping, the signal
+    /// the terminal already delivered, and the budget's end; None when no stop runs.
+    fn advance_stop(&mut self, step: StopStep) -> Option<(Mapping, Option<Signal>, Instant)> {
         let Phase::Stopping {
-            mapping,
-            budget_end,
-            delivered,
-            ..
+            mapping, delivered, ..
         } = self.phase
         else {
-            return;
+            return None;
         };
         self.phase = Phase::Stopping {
-            step: StopStep::PreStop,
+            step,
             mapping,
-            budget_end,
             delivered,
+        };
+        let budget_end = self
+            .budget_end
+            .expect("request_stop sets the budget before entering Phase::Stopping");
+        Some((mapping, delivered, budget_end))
+    }
+
+    pub(super) fn after_drain(&mut self) {
+        let Some((_, _, budget_end)) = self.advance_stop(StopStep::PreStop) else {
+            return;
         };
         let Some(command) = self.cfg.pre_stop.clone() else {
             self.signal_stop();
@@ -187,20 +184,8 @@ impl Supervisor<'_> {
 
     /// Sends the stop signal to every generation and closes graceful-run's listener copies.
     pub(super) fn signal_stop(&mut self) {
-        let Phase::Stopping {
-            mapping,
-            budget_end,
-            delivered,
-            ..
-        } = self.phase
-        else {
+        let Some((mapping, delivered, budget_end)) = self.advance_stop(StopStep::Signalled) else {
             return;
-        };
-        self.phase = Phase::Stopping {
-            step: StopStep::Signalled,
-            mapping,
-            budget_end,
-            delivered,
         };
         let ids: Vec<u64> = self.generations.iter().map(|g| g.id).collect();
         for id in ids {
@@ -209,13 +194,10 @@ impl Supervisor<'_> {
             };
             match &mut generation.state {
                 State::Stopping { kill_at, .. } => *kill_at = (*kill_at).min(budget_end),
-                _ if delivered.is_some()
-                    && mapping == delivered.map_or(Mapping::Drop, Mapping::To) =>
-                {
+                _ if delivered.is_some_and(|signal| mapping == Mapping::To(signal)) => {
                     info!(
                         generation.subject(),
-                        "already received {} from the terminal",
-                        delivered.map_or(Signal::TERM, |s| s)
+                        "already received the stop signal from the terminal"
                     );
                     generation.state = State::Stopping {
                         kill_at: budget_end,
@@ -288,26 +270,11 @@ impl Supervisor<'_> {
             hook.killed = true;
             let _ = nix::sys::signal::killpg(hook.pid, nix::sys::signal::Signal::SIGKILL);
         }
-        match self.phase {
-            Phase::Stopping {
-                mapping,
-                budget_end,
-                delivered,
-                ..
-            } => {
-                self.phase = Phase::Stopping {
-                    step: StopStep::Signalled,
-                    mapping,
-                    budget_end,
-                    delivered,
-                };
-                self.close_listeners();
-            }
-            Phase::Finishing(Leftovers::Stopping { .. }) => {
-                self.phase = Phase::Finishing(Leftovers::Killed);
-                self.signal_leftovers(Mapping::To(Signal::KILL));
-            }
-            _ => {}
+        if self.advance_stop(StopStep::Signalled).is_some() {
+            self.close_listeners();
+        } else if let Phase::Finishing(Leftovers::Stopping { .. }) = self.phase {
+            self.phase = Phase::Finishing(Leftovers::Killed);
+            self.signal_leftovers(Mapping::To(Signal::KILL));
         }
     }
 
