@@ -562,6 +562,22 @@ async fn sleep_until(deadline: Option<Instant>) {
 fn format_duration(duration: Duration) -> String {
     // To the nearest millisecond: humantime would print nanoseconds, and a deadline computed
     // a few microseconds ago would read "4s 999ms".
-    let millis = Duration::from_millis(((duration.as_micros() + 500) / 1000) as u64);
+        let millis = Duration::from_millis(((duration.as_micros() + 500) / 1000) as u64);
+    if millis.is_zero() {
+        return "under 1ms".to_string();
+    }
     humantime::format_duration(millis).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_in_whole_milliseconds() {
+        assert_eq!(format_duration(Duration::from_micros(9_999_700)), "10s");
+        assert_eq!(format_duration(Duration::from_micros(1_500)), "2ms");
+        assert_eq!(format_duration(Duration::from_micros(300)), "under 1ms");
+        assert_eq!(format_duration(Duration::from_millis(1_250)), "1s 250ms");
+    }
 }
