@@ -562,7 +562,7 @@ async fn sleep_until(deadline: Option<Instant>) {
 fn format_duration(duration: Duration) -> String {
     // To the nearest millisecond: humantime would print nanoseconds, and a deadline computed
     // a few microseconds ago would read "4s 999ms".
-        let millis = Duration::from_millis(((duration.as_micros() + 500) / 1000) as u64);
+    let millis = Duration::from_millis(((duration.as_micros() + 500) / 1000) as u64);
     if millis.is_zero() {
         return "under 1ms".to_string();
     }
