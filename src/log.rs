@@ -5,15 +5,24 @@
 //! every line is one object with a timestamp (text mode has none: Docker, journald and
 //! Kubernetes add their own).
 //!
-//! SIGTTOU is blocked around the write: when graceful-run has handed the terminal to the
-//! command and the terminal has TOSTOP set, a write from the background would otherwise raise
-//! SIGTTOU, whose handler returns, and the kernel would restart the write forever. With the
-//! signal blocked the kernel lets the write through.
+//! graceful-run never blocks on its own logging, whatever stderr is:
+//! - a pipe or a socket (Docker, journald, `2>&1 | ...`) can fill up when its reader stalls;
+//!   a blocked write would stop the supervisor from handling signals and enforcing stop
+//!   timeouts. Lines are written with `RWF_NOWAIT` (per call: the file description's
+//!   O_NONBLOCK, shared with the command, is left alone); a line that does not fit is dropped
+//!   and counted, and the count is reported once lines get through again.
+//! - a terminal: SIGTTOU is blocked around the write. When graceful-run has handed the
+//!   terminal to the command and the terminal has TOSTOP set, a write from the background
+//!   would otherwise raise SIGTTOU, whose handler returns, and the kernel would restart the
+//!   write forever. With the signal blocked the kernel lets the write through.
+//! - anything else (a file, /dev/null): a plain write.
 
 use std::fmt::{self, Write as _};
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 
-use nix::sys::signal::{SigSet, SigmaskHow, Signal as NixSignal, pthread_sigmask};
+use nix::errno::Errno;
+use nix::libc;
 
 use crate::cli::LogFormat;
 
@@ -39,20 +48,51 @@ impl Level {
 struct Logger {
     max: Level,
     format: LogFormat,
+    stderr: Stderr,
 }
+
+/// What fd 2 is, which decides how to write to it without blocking the supervisor.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Stderr {
+    /// A pipe or socket, whose reader may stall.
+    Stream,
+    Terminal,
+    Other,
+}
+
+impl Stderr {
+    fn detect() -> Stderr {
+        let Ok(stat) = nix::sys::stat::fstat(std::io::stderr()) else {
+            return Stderr::Other;
+        };
+        match stat.st_mode & libc::S_IFMT {
+            libc::S_IFIFO | libc::S_IFSOCK => Stderr::Stream,
+            _ if nix::unistd::isatty(std::io::stderr()).unwrap_or(false) => Stderr::Terminal,
+            _ => Stderr::Other,
+        }
+    }
+}
+
+/// Lines dropped because stderr was full, not yet reported.
+static DROPPED: AtomicU64 = AtomicU64::new(0);
 
 static LOGGER: OnceLock<Logger> = OnceLock::new();
 
 /// Sets the level and format once, after the flags are parsed. Lines logged before (flag
 /// errors) use the defaults.
 pub fn init(max: Level, format: LogFormat) {
-    let _ = LOGGER.set(Logger { max, format });
+    let _ = LOGGER.set(Logger {
+        max,
+        format,
+        stderr: Stderr::detect(),
+    });
 }
 
 fn logger() -> &'static Logger {
     LOGGER.get_or_init(|| Logger {
         max: Level::Info,
         format: LogFormat::Text,
+        stderr: Stderr::detect(),
     })
 }
 
@@ -92,11 +132,19 @@ pub fn write(level: Level, subject: Subject, message: fmt::Arguments<'_>) {
     if !enabled(level) {
         return;
     }
-    let line = match logger().format {
+    let dropped = DROPPED.swap(0, Ordering::Relaxed);
+    if dropped > 0 {
+        let note = format_args!("{dropped} log lines were dropped: stderr was full");
+        emit(&format_line(Level::Warn, Subject::NONE, note));
+    }
+    emit(&format_line(level, subject, message));
+}
+
+fn format_line(level: Level, subject: Subject, message: fmt::Arguments<'_>) -> String {
+    match logger().format {
         LogFormat::Text => text_line(level, subject, message),
         LogFormat::Json => json_line(level, subject, message),
-    };
-    write_stderr(line.as_bytes());
+    }
 }
 
 fn text_line(level: Level, subject: Subject, message: fmt::Arguments<'_>) -> String {
@@ -150,22 +198,56 @@ fn push_json_escaped(out: &mut String, text: &str) {
     }
 }
 
-fn write_stderr(mut bytes: &[u8]) {
-    let mut ttou = SigSet::empty();
-    ttou.add(NixSignal::SIGTTOU);
-    let mut previous = SigSet::empty();
-    let blocked = pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&ttou), Some(&mut previous)).is_ok();
+/// Writes one line to stderr without ever blocking on a stalled reader.
+fn emit(line: &str) {
+    match logger().stderr {
+        Stderr::Stream => {
+            if !write_without_waiting(line.as_bytes()) {
+                DROPPED.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        Stderr::Terminal => crate::process::with_ttou_blocked(|| write_all(line.as_bytes())),
+        Stderr::Other => write_all(line.as_bytes()),
+    }
+}
+
+/// false when the line was dropped because the pipe or socket is full.
+fn write_without_waiting(line: &[u8]) -> bool {
+    let mut rest = line;
+    while !rest.is_empty() {
+        let iov = libc::iovec {
+            iov_base: rest.as_ptr() as *mut libc::c_void,
+            iov_len: rest.len(),
+        };
+        // SAFETY: one iovec over a live buffer; offset -1 writes at the current position, as
+        // write(2) does, which is the only meaning a pipe or socket has.
+        let written = unsafe { libc::pwritev2(libc::STDERR_FILENO, &iov, 1, -1, libc::RWF_NOWAIT) };
+        match Errno::result(written) {
+            Ok(n) => rest = &rest[n as usize..],
+            Err(Errno::EINTR) => {}
+            Err(Errno::EAGAIN) if rest.len() == line.len() => return false,
+            // Part of the line went out (a stream socket): finish it rather than garble the
+            // next one. Or a kernel without RWF_NOWAIT for this kind of file: write as usual.
+            Err(Errno::EAGAIN | Errno::EOPNOTSUPP | Errno::EINVAL) => {
+                write_all(rest);
+                return true;
+            }
+            // A closed stderr must not stop the service.
+            Err(_) => return true,
+        }
+    }
+    true
+}
+
+fn write_all(mut bytes: &[u8]) {
     while !bytes.is_empty() {
         match nix::unistd::write(std::io::stderr(), bytes) {
             Ok(0) => break,
             Ok(n) => bytes = &bytes[n..],
-            Err(nix::errno::Errno::EINTR) => continue,
-            // A closed or full stderr must not stop the service.
+            Err(Errno::EINTR) => continue,
+            // A closed stderr must not stop the service.
             Err(_) => break,
         }
-    }
-    if blocked && !previous.contains(NixSignal::SIGTTOU) {
-        let _ = pthread_sigmask(SigmaskHow::SIG_UNBLOCK, Some(&ttou), None);
     }
 }
 

@@ -67,7 +67,7 @@ pub fn group_alive(pgid: Pid) -> bool {
 
 /// Runs `f` with SIGTTOU blocked: a background process may then change the terminal's
 /// foreground group (tcsetpgrp would otherwise stop it, or loop on its handler).
-fn with_ttou_blocked<T>(f: impl FnOnce() -> T) -> T {
+pub fn with_ttou_blocked<T>(f: impl FnOnce() -> T) -> T {
     let mut ttou = SigSet::empty();
     ttou.add(NixSignal::SIGTTOU);
     let mut previous = SigSet::empty();

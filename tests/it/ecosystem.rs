@@ -1047,3 +1047,79 @@ fn inherited_notify_socket_is_not_passed_on() {
     );
     assert_eq!(fact(&facts, "env.NOTIFY_SOCKET"), "<unset>");
 }
+
+/// A pipe that is already full and that nobody reads, as stderr for graceful-run.
+fn full_pipe() -> (std::fs::File, std::fs::File) {
+    use std::io::Write;
+    let (read, write) = nix::unistd::pipe().expect("a test process can make a pipe");
+    let (read, mut write) = (std::fs::File::from(read), std::fs::File::from(write));
+    let flags = nix::fcntl::fcntl(&write, nix::fcntl::FcntlArg::F_GETFL).expect("F_GETFL works");
+    let nonblocking = nix::fcntl::OFlag::from_bits_retain(flags) | nix::fcntl::OFlag::O_NONBLOCK;
+    nix::fcntl::fcntl(&write, nix::fcntl::FcntlArg::F_SETFL(nonblocking)).expect("F_SETFL works");
+    while write.write(&[b'.'; 4096]).is_ok() {}
+    // Blocking again, as a pipe from a shell or Docker would be.
+    let blocking = nonblocking - nix::fcntl::OFlag::O_NONBLOCK;
+    nix::fcntl::fcntl(&write, nix::fcntl::FcntlArg::F_SETFL(blocking)).expect("F_SETFL works");
+    (read, write)
+}
+
+/// graceful-run with `args`, its stderr the write end of `pipe`, its stdout captured.
+fn with_stderr(pipe: &std::fs::File, args: &[&str]) -> Gr {
+    let mut command = Command::new(graceful_run_bin());
+    command.args(args);
+    Gr::spawn_with_stderr(
+        command,
+        pipe.try_clone().expect("the pipe can be duplicated"),
+    )
+}
+
+/// A full stderr that nobody reads does not stop graceful-run: a TERM still runs the stop
+/// sequence to SIGKILL at the stop timeout, although every log line about it is dropped.
+#[test]
+fn full_stderr_does_not_stall_the_stop_sequence() {
+    let (_read, write) = full_pipe();
+    let mut gr = with_stderr(
+        &write,
+        &["-v", "--stop-timeout", "1s", "--", &probe(), "ignore-term"],
+    );
+    gr.wait_stdout("ready");
+    gr.signal(libc::SIGTERM);
+    let status = gr.wait_exit();
+    assert_eq!(
+        killed_by(status),
+        Some(libc::SIGKILL),
+        "the stop sequence did not run"
+    );
+}
+
+/// Lines dropped while stderr was full are counted and reported once lines get through.
+#[test]
+fn dropped_log_lines_are_reported_when_stderr_drains() {
+    use std::io::Read;
+    let (mut read, write) = full_pipe();
+    let gr = with_stderr(
+        &write,
+        &["-v", "--restart-signal", "none", "--", &probe(), "signals"],
+    );
+    gr.wait_stdout("ready");
+    gr.signal(libc::SIGUSR1);
+    gr.wait_stdout(&format!("signal {}", libc::SIGUSR1));
+    // Drain what the test itself wrote; graceful-run's lines since then were dropped.
+    let mut filler = vec![0u8; 65536];
+    read.read_exact(&mut filler)
+        .expect("the pipe holds the test's 64 KiB");
+    gr.signal(libc::SIGUSR2);
+    gr.wait_stdout(&format!("signal {}", libc::SIGUSR2));
+    let mut seen = String::new();
+    let mut chunk = [0u8; 4096];
+    while !seen.contains("forwarding SIGUSR2") {
+        let n = read
+            .read(&mut chunk)
+            .expect("graceful-run writes its next lines");
+        seen.push_str(&String::from_utf8_lossy(&chunk[..n]));
+    }
+    assert!(
+        seen.contains("log lines were dropped: stderr was full"),
+        "no report of dropped lines in {seen:?}"
+    );
+}

@@ -150,8 +150,20 @@ impl Gr {
         Gr::spawn(command)
     }
 
-    pub fn spawn(mut command: Command) -> Gr {
-        command.stdout(Stdio::piped()).stderr(Stdio::piped());
+    pub fn spawn(command: Command) -> Gr {
+        Gr::spawn_inner(command, None)
+    }
+
+    /// Like [`Gr::spawn`], with stderr going to `stderr` instead of being captured.
+    pub fn spawn_with_stderr(command: Command, stderr: impl Into<Stdio>) -> Gr {
+        Gr::spawn_inner(command, Some(stderr.into()))
+    }
+
+    fn spawn_inner(mut command: Command, stderr_to: Option<Stdio>) -> Gr {
+        let capture_stderr = stderr_to.is_none();
+        command
+            .stdout(Stdio::piped())
+            .stderr(stderr_to.unwrap_or_else(Stdio::piped));
         if command.get_program() == graceful_run_bin().as_os_str() {
             command.stdin(Stdio::null());
         }
@@ -161,9 +173,11 @@ impl Gr {
         stdout
             .clone()
             .collect(child.stdout.take().expect("stdout was piped"));
-        stderr
-            .clone()
-            .collect(child.stderr.take().expect("stderr was piped"));
+        if capture_stderr {
+            stderr
+                .clone()
+                .collect(child.stderr.take().expect("stderr was piped"));
+        }
         Gr {
             child,
             stdout,
