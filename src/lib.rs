@@ -9,8 +9,14 @@
 //! - `signal`: names, the `--map-signal` table, and receiving signals with their sender.
 //! - `reaper`: the one caller of wait(2).
 //! - `notify`: sd_notify, from the command and to graceful-run's own supervisor.
-//! - `supervisor`: the one task that owns every process and decides everything.
+//! - `supervisor`: the one task that owns every process and decides everything
+//!   (`restart`: generations, readiness, backoff; `stop`: the stop sequence and leftovers;
+//!   `terminal`: job control).
+//! - `process`: facts from /proc and the terminal (descendants, leftovers, foreground).
 //! - `exit`: every exit status, decided in one place.
+//! - `log`: graceful-run's own lines on stderr, text or JSON, never blocking.
+//! - `doc`: the reference sections shared by `--help` and the man page.
+//! - `pid_file`: `--pid-file`.
 
 pub mod child_env;
 pub mod cli;
