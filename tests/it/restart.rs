@@ -986,3 +986,36 @@ fn gunicorn_restarts_under_load_fail_no_request() {
         "workers of only {answering:?} answered (generations {arbiters:?}): {report:?}"
     );
 }
+
+/// File descriptors that a notify datagram carries (as BARRIER=1 does) are closed by
+/// graceful-run at once: they neither pile up nor keep the files open.
+#[test]
+fn descriptors_in_notify_messages_are_closed() {
+    let dir = TempDir::new("notify-fds");
+    let marker = dir.join("marker");
+    std::fs::write(&marker, b"x").expect("the temp dir is writable");
+    // The child sends READY=1 with ten descriptors of the marker file attached.
+    let script = format!(
+        "import array, os, socket\n\
+         fds = [os.open({marker:?}, os.O_RDONLY) for _ in range(10)]\n\
+         address = os.environ['NOTIFY_SOCKET'].replace('@', '\\0', 1)\n\
+         rights = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array('i', fds))]\n\
+         socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM).sendmsg([b'READY=1'], rights, 0, address)\n\
+         print('sent', flush=True)\n\
+         import time; time.sleep(1000)\n",
+        marker = marker.display().to_string()
+    );
+    let mut gr = Gr::start(&["--ready", "notify", "--", "python3", "-c", &script]);
+    gr.wait_stdout("sent");
+    gr.wait_stderr("ready after");
+    let holding: Vec<String> = std::fs::read_dir(format!("/proc/{}/fd", gr.pid()))
+        .expect("graceful-run's fds are readable")
+        .flatten()
+        .filter_map(|entry| std::fs::read_link(entry.path()).ok())
+        .map(|target| target.display().to_string())
+        .filter(|target| target.contains("notify-fds"))
+        .collect();
+    assert_eq!(holding, Vec::<String>::new(), "{}", gr.output());
+    gr.signal(libc::SIGTERM);
+    gr.wait_exit();
+}
