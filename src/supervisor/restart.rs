@@ -270,7 +270,8 @@ impl Supervisor<'_> {
         if let Some(max) = self.cfg.max_restarts
             && self.backoff.consecutive >= max
         {
-            error!(Subject::NONE, "giving up after {max} restarts in a row");
+            let restarts = if max == 1 { "restart" } else { "restarts" };
+            error!(Subject::NONE, "giving up after {max} {restarts} in a row");
             self.enter_finishing();
             return;
         }

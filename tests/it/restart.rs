@@ -605,7 +605,7 @@ fn always_restarts_a_success() {
             "exited with status 0",
             "restarting in 100ms (restart 1 in a row)",
             "gen 2 (pid ",
-            "giving up after 1 restarts in a row",
+            "giving up after 1 restart in a row",
         ],
     );
     assert_eq!(count(&gr, "): started "), 2, "{}", gr.output());
