@@ -161,16 +161,15 @@ pub fn decide(outcome: Outcome, map: &ExitCodeMap, is_pid1: bool) -> Ending {
 
 /// Ends the process. Nothing is cleaned up here: callers drop what they own first.
 pub fn terminate(ending: Ending) -> ! {
-    if let Ending::Raise(signal) = ending {
-        raise_default(signal);
-        // Still alive: the signal's default action does not kill (it cannot be the cause of a
-        // death, but be safe) or we are PID 1 in a namespace.
-        std::process::exit(128 + signal.raw());
+    match ending {
+        Ending::Exit(code) => std::process::exit(code),
+        Ending::Raise(signal) => {
+            raise_default(signal);
+            // Still alive: the signal's default action does not kill (it cannot have been
+            // the cause of a death, but be safe), or we are PID 1 in a namespace.
+            std::process::exit(128 + signal.raw())
+        }
     }
-    let Ending::Exit(code) = ending else {
-        unreachable!("handled above")
-    };
-    std::process::exit(code)
 }
 
 /// Dies by `signal` with its default action and no core dump.

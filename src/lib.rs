@@ -124,7 +124,7 @@ async fn serve(config: &Config, ignored_signals: Vec<signal::Signal>) -> Outcome
             .ok()
     });
     let terminal = if config.process_group {
-        process::foreground_terminal()
+        process::terminal_we_lead()
     } else {
         None
     };

@@ -81,9 +81,8 @@ pub fn with_ttou_blocked<T>(f: impl FnOnce() -> T) -> T {
 
 /// The terminal on stdin, if graceful-run's process group is its foreground group: only then
 /// may the command take it over (a graceful-run started with `&` must not steal it).
-pub fn foreground_terminal() -> Option<RawFd> {
-    let foreground = nix::unistd::tcgetpgrp(std::io::stdin()).ok()?;
-    (foreground == nix::unistd::getpgrp()).then_some(0)
+pub fn terminal_we_lead() -> Option<RawFd> {
+    (terminal_foreground()? == nix::unistd::getpgrp()).then_some(0)
 }
 
 /// The terminal's current foreground process group.

@@ -584,7 +584,8 @@ impl ChildSetup<'_> {
             message[..4].copy_from_slice(&(stage as u32).to_ne_bytes());
             message[4..].copy_from_slice(&errno.to_ne_bytes());
             libc::write(self.report, message.as_ptr().cast(), message.len());
-            libc::_exit(crate::exit::NOT_FOUND)
+            // The report says what failed; the status only has to say that something did.
+            libc::_exit(crate::exit::FAILURE)
         }
     }
 }
