@@ -23,7 +23,7 @@ _graceful__run() {
 
     case "${cmd}" in
         graceful__run)
-            opts="-l -q -v -h -V --listen --no-listen-pid --compat --map-signal --stop-signal --stop-timeout --no-process-group --drain-delay --pre-stop --post-stop --hook-timeout --restart-signal --ready --ready-timeout --restart-policy --restart-delay --max-restarts --user --pid-file --no-subreaper --exit-code-map --quiet --verbose --log-format --help --version"
+            opts="-l -q -v -h -V --listen --no-listen-pid --compat --map-signal --stop-signal --stop-timeout --no-process-group --kill-mode --drain-delay --pre-stop --post-stop --hook-timeout --restart-signal --ready --ready-timeout --restart-policy --restart-delay --max-restarts --user --pid-file --no-subreaper --exit-code-map --quiet --verbose --log-format --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -51,6 +51,10 @@ _graceful__run() {
                     ;;
                 --stop-timeout)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --kill-mode)
+                    COMPREPLY=($(compgen -W "mixed group" -- "${cur}"))
                     return 0
                     ;;
                 --drain-delay)

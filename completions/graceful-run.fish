@@ -4,6 +4,8 @@ einhorn\t'einhorn\'s EINHORN_FD_COUNT, EINHORN_FD_<i> and EINHORN_FDS'"
 complete -c graceful-run -l map-signal -d 'Translate a signal passed to the command (repeatable); `FROM:` drops it' -r
 complete -c graceful-run -l stop-signal -d 'The signal the command receives when graceful-run is asked to stop [default: the signal received, after --map-signal]' -r
 complete -c graceful-run -l stop-timeout -d 'How long a stopping command may take before it is killed with SIGKILL' -r
+complete -c graceful-run -l kill-mode -d 'Who receives forwarded signals and the stop signal: `mixed` or `group`' -r -f -a "mixed\t'Signals to the main process; SIGKILL to the whole process group'
+group\t'Every signal to the whole process group'"
 complete -c graceful-run -l drain-delay -d 'Keep serving this long after a stop request, before the stop signal' -r
 complete -c graceful-run -l pre-stop -d 'Run CMD with `sh -c` at a stop request, after the drain delay and before the stop signal' -r
 complete -c graceful-run -l post-stop -d 'Run CMD with `sh -c` after the command has exited, before graceful-run exits' -r

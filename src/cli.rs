@@ -111,10 +111,29 @@ pub struct Cli {
 
     /// Keep the command in graceful-run's process group and signal it alone
     ///
-    /// By default the command leads a process group of its own and every signal goes to the
-    /// whole group, so a shell pipeline or a worker pool stops together.
+    /// By default the command leads a process group of its own, so that SIGKILL at the stop
+    /// timeout reaches every process it started (see --kill-mode). Without one, the terminal's
+    /// Ctrl-C reaches the command directly and only its main process is ever signalled.
     #[arg(long, env = "GRACEFUL_RUN_NO_PROCESS_GROUP", value_parser = BoolishValueParser::new(), action = clap::ArgAction::SetTrue, help_heading = "Signals and stopping")]
     pub no_process_group: bool,
+
+    /// Who receives forwarded signals and the stop signal: `mixed` or `group`
+    ///
+    /// `mixed` (the default, as systemd's KillMode=mixed, Docker and tini): the command's main
+    /// process receives them and passes them on to its workers as it sees fit, SIGKILL at the
+    /// stop timeout goes to its whole process group, and processes left in the group once the
+    /// main process has exited get the stop signal, then SIGKILL. `group`: every signal goes to
+    /// the whole process group, for commands that do not pass signals on, such as a shell
+    /// pipeline. With --no-process-group only the main process is ever signalled.
+    #[arg(
+        long,
+        value_name = "MODE",
+        value_enum,
+        default_value = "mixed",
+        env = "GRACEFUL_RUN_KILL_MODE",
+        help_heading = "Signals and stopping"
+    )]
+    pub kill_mode: KillMode,
 
     /// Keep serving this long after a stop request, before the stop signal
     ///
@@ -332,6 +351,14 @@ pub enum Compat {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum KillMode {
+    /// Signals to the main process; SIGKILL to the whole process group
+    Mixed,
+    /// Every signal to the whole process group
+    Group,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum RestartPolicy {
     /// Exit with the command's status
     Never,
@@ -351,8 +378,12 @@ pub enum LogFormat {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Ready {
+    /// READY=1 if the generation sends it first, else as soon as it waits on its sockets.
+    Auto,
     /// READY=1 on the generation's own NOTIFY_SOCKET.
     Notify,
+    /// Its processes wait for connections on every stream socket passed to it.
+    Accepting,
     /// Still running after this long.
     After(Duration),
 }
@@ -388,8 +419,14 @@ fn parse_optional_signal(text: &str) -> Result<OptionalSignal, String> {
 }
 
 fn parse_ready(text: &str) -> Result<Ready, String> {
-    if text.trim().eq_ignore_ascii_case("notify") {
-        return Ok(Ready::Notify);
+    for (name, ready) in [
+        ("notify", Ready::Notify),
+        ("auto", Ready::Auto),
+        ("accepting", Ready::Accepting),
+    ] {
+        if text.trim().eq_ignore_ascii_case(name) {
+            return Ok(ready);
+        }
     }
     parse_duration(text)
         .map(Ready::After)

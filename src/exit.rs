@@ -7,6 +7,8 @@
 //! |            | core dumps off, as GNU timeout does, so its parent sees the same death   |
 //! | 128+N      | the same, when graceful-run is PID 1 (the kernel never lets PID 1 die by |
 //! |            | a signal it does not handle) or when `--exit-code-map` names 128+N       |
+//! | 124        | the command never became ready within `--ready-timeout` (as GNU timeout's|
+//! |            | 124 for "timed out"): nothing ever served                                |
 //! | 125        | graceful-run itself failed: a bad flag or value, a socket it cannot bind |
 //! | 126        | COMMAND was found but cannot be executed                                 |
 //! | 127        | COMMAND was not found                                                    |
@@ -22,6 +24,8 @@ use nix::sys::wait::WaitStatus;
 
 use crate::signal::Signal;
 
+/// The command never became ready within `--ready-timeout`.
+pub const NOT_READY: i32 = 124;
 pub const FAILURE: i32 = 125;
 pub const CANNOT_RUN: i32 = 126;
 pub const NOT_FOUND: i32 = 127;

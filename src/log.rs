@@ -101,7 +101,7 @@ pub fn enabled(level: Level) -> bool {
 }
 
 /// What a line is about: a generation of the command, a hook, or graceful-run itself.
-#[derive(Clone, Copy, Default, Debug)]
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
 pub struct Subject {
     pub generation: Option<u64>,
     pub pid: Option<i32>,

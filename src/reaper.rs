@@ -6,47 +6,38 @@
 //! SIGCHLD arrives. (`spawn` waits for a child that failed before exec, which nobody else
 //! ever saw.)
 //!
+//! Statuses are returned raw and decoded by the supervisor's core: nix's decoding turns a
+//! death by a real-time signal (34-64) into EINVAL after the kernel has already reaped the
+//! child, which would lose that exit for good.
+//!
 //! Stopped children are reported too (WUNTRACED): when the command in the terminal's
 //! foreground is stopped by Ctrl-Z, graceful-run stops itself so the shell sees the job stop.
 
 use nix::errno::Errno;
-use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::libc;
 use nix::unistd::Pid;
-
-use crate::exit::ChildExit;
-use crate::signal::Signal;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Reaped {
-    Exited(Pid, ChildExit),
-    Stopped(Pid, Signal),
-}
 
 /// Everything that changed since the last call, and whether any child is left.
 pub struct Harvest {
-    pub events: Vec<Reaped>,
+    /// Each collected child with its raw wait status.
+    pub events: Vec<(Pid, i32)>,
     pub children_left: bool,
 }
 
 pub fn reap() -> Harvest {
     let mut events = Vec::new();
     let children_left = loop {
-        match waitpid(None, Some(WaitPidFlag::WNOHANG | WaitPidFlag::WUNTRACED)) {
-            Ok(WaitStatus::StillAlive) => break true,
-            Ok(status @ (WaitStatus::Exited(pid, _) | WaitStatus::Signaled(pid, _, _))) => {
-                if let Some(exit) = ChildExit::from_wait(status) {
-                    events.push(Reaped::Exited(pid, exit));
-                }
-            }
-            Ok(WaitStatus::Stopped(pid, signal)) => {
-                if let Some(signal) = Signal::from_raw(signal as i32) {
-                    events.push(Reaped::Stopped(pid, signal));
-                }
-            }
-            Ok(_) => {}
-            Err(Errno::EINTR) => {}
-            Err(Errno::ECHILD) => break false,
-            Err(_) => break true,
+        let mut status = 0;
+        // SAFETY: waitpid writes only to `status`, a valid i32.
+        let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG | libc::WUNTRACED) };
+        match pid {
+            0 => break true,
+            pid if pid > 0 => events.push((Pid::from_raw(pid), status)),
+            _ => match Errno::last() {
+                Errno::EINTR => {}
+                Errno::ECHILD => break false,
+                _ => break true,
+            },
         }
     };
     Harvest {

@@ -71,6 +71,17 @@ pub struct Listener {
 }
 
 impl Listener {
+    /// A socket that accepts connections (all but UDP).
+    pub fn is_stream(&self) -> bool {
+        !matches!(self.bound, Bound::Udp(_))
+    }
+
+    /// The open socket, until graceful-run closes its copies at a stop.
+    pub fn fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        use std::os::fd::AsFd;
+        self.fd.as_ref().map(|fd| fd.as_fd())
+    }
+
     pub fn fd_name(&self) -> &str {
         self.spec.name.as_deref().unwrap_or(DEFAULT_FD_NAME)
     }

@@ -131,6 +131,14 @@ impl FromStr for Signal {
     }
 }
 
+/// Sends `signal` with kill(2): a negative `target` is a process group, -1 every process we
+/// may signal. Raw numbers, so that real-time signals go too.
+pub fn send(target: nix::unistd::Pid, signal: Signal) -> nix::Result<()> {
+    // SAFETY: kill(2) takes two integers and touches no memory of ours.
+    let result = unsafe { libc::kill(target.as_raw(), signal.raw()) };
+    nix::errno::Errno::result(result).map(drop)
+}
+
 /// What `--map-signal` does to one forwarded signal.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Mapping {

@@ -1,85 +1,45 @@
 //! The supervisor: one task that owns every process graceful-run starts.
 //!
-//! # Theory of operation
+//! It is split in two, as sans-IO protocol libraries are:
+//! - [`core`]: every decision, as a pure state machine. It takes events (a signal, a reaped
+//!   status, a notify message, the timer, the answer to a question it asked) and returns
+//!   actions. Its module docs draw the states.
+//! - this module, the executor: it owns the processes, the sockets, /proc, the reaper, the
+//!   clock and the one timer, turns what happens into [`core::Event`]s and carries out the
+//!   [`core::Action`]s, deciding nothing itself.
 //!
 //! A single loop waits on three sources, and nothing else ever wakes graceful-run:
 //! - signals (including SIGCHLD, on which the one reaper collects every exited process),
-//! - sd_notify messages on the sockets of generations that are starting,
-//! - one timer, armed at the earliest pending deadline (readiness, stop timeout, drain,
-//!   backoff, hook timeout) and disarmed when there is none. An idle graceful-run sleeps in
-//!   epoll_wait with no timeout.
-//!
-//! The service is in one [`Phase`]. While it is `Serving`, one generation is `serving` and,
-//! during a restart, one more is `incoming`; retired generations finish their stop sequence
-//! alongside. A restart never overlaps another: requests that arrive meanwhile are coalesced
-//! into one that runs when the current handover ends, so the newest code wins.
-//!
-//! ```text
-//! Serving --(command exits, restart policy)--> Backoff --(delay)--> Serving
-//!    |  \--(command exits, no restart)------------------------------> Finishing
-//!    \--(TERM/INT)--> Stopping: drain -> pre-stop -> stop signal --(all gone)--> Finishing
-//! Finishing: leftover processes get the stop signal, then SIGKILL --> PostStop --> Done
-//! ```
-//!
-//! Signals sent by the command's own processes are not taken as requests from the outside
-//! (Go's grace and endless TERM their parent after a restart); only the restart signal is
-//! honoured from them, so a server can ask for its own replacement.
+//! - sd_notify messages on the generations' own NOTIFY_SOCKETs,
+//! - one timer, armed at the earliest deadline the core has (readiness, stop timeout, drain,
+//!   backoff, hook timeout, the look for a process waiting on its sockets while a generation
+//!   starts) and disarmed when there is none. An idle graceful-run sleeps in epoll_wait with
+//!   no timeout.
 
-mod generation;
-mod restart;
-mod stop;
+pub mod core;
+#[cfg(test)]
+mod proptest;
 mod terminal;
+#[cfg(test)]
+mod tests;
 
+use std::collections::{BTreeMap, VecDeque};
 use std::os::fd::RawFd;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use nix::unistd::Pid;
 
+use self::core::{Action, Core, Delivery, Event, GenId, HookKind, Origin, Settings, Target};
+use crate::cli::Ready;
 use crate::config::Config;
-use crate::exit::{ChildExit, Outcome};
+use crate::exit::Outcome;
 use crate::listen::Listeners;
-use crate::log::Subject;
-use crate::notify::{Message, Upstream};
-use crate::reaper::{self, Reaped};
+use crate::log::{self, Subject};
+use crate::notify::{Message, NotifySocket, Upstream, monotonic_usec};
+use crate::signal::Signal;
 use crate::signal::receive::{Received, SignalReceiver};
-use crate::signal::{Mapping, Signal};
-use crate::{debug, error, info, process, warn};
-
-use generation::{Generation, State};
-use restart::Backoff;
-use stop::{Hook, Leftovers, StopStep};
-
-/// Where the service as a whole is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Phase {
-    /// A generation serves (or is starting to).
-    Serving,
-    /// The command exited and will be restarted at `until`.
-    Backoff {
-        until: Instant,
-    },
-    /// A stop was requested; everything must be gone by `Supervisor::budget_end`.
-    Stopping {
-        step: StopStep,
-        /// What the command receives as the stop signal.
-        mapping: Mapping,
-        /// The signal the command already got from the terminal (`--no-process-group`).
-        delivered: Option<Signal>,
-    },
-    /// No generation serves any more: waiting for every process left to end.
-    Finishing(Leftovers),
-    /// The `--post-stop` hook runs.
-    PostStop,
-    Done,
-}
-
-/// How the last serving generation ended.
-#[derive(Clone, Copy, Debug)]
-enum End {
-    Exited(ChildExit),
-    /// It could not be started: 125, 126 or 127.
-    SpawnFailed(i32),
-}
+use crate::spawn::{self, Plan};
+use crate::{debug, error, process, reaper, warn};
 
 /// What the supervisor is given at start.
 pub struct Setup<'a> {
@@ -96,10 +56,10 @@ pub struct Setup<'a> {
     pub proc_is_ours: bool,
 }
 
-enum Event {
-    Signal(Received),
-    Notify(u64, Message),
-    Timer,
+/// What the executor holds for a generation the core knows.
+struct Held {
+    pid: Pid,
+    notify: Option<NotifySocket>,
 }
 
 pub struct Supervisor<'a> {
@@ -111,29 +71,52 @@ pub struct Supervisor<'a> {
     upstream: Option<Upstream>,
     terminal: Option<RawFd>,
     pid1: bool,
-    reaper: bool,
     proc_is_ours: bool,
     own_pid: i32,
+    core: Core,
+    held: BTreeMap<GenId, Held>,
+    timer: Option<Instant>,
+}
 
-    phase: Phase,
-    generations: Vec<Generation>,
-    next_id: u64,
-    serving: Option<u64>,
-    incoming: Option<u64>,
-    restart_queued: bool,
-    announced_ready: bool,
-    backoff: Backoff,
-    hook: Option<Hook>,
-    last_end: Option<End>,
-    children_left: bool,
-    forced: bool,
-    /// Set by a stop request: everything must be gone by then (drain + stop timeout).
-    budget_end: Option<Instant>,
+/// The core's view of the configuration.
+pub fn settings(config: &Config, reaper: bool, job_control: bool, stream_listeners: bool) -> Settings {
+    Settings {
+        restart_signal: config.restart_signal,
+        signal_map: config.signal_map.clone(),
+        stop_signal: config.stop_signal,
+        stop_timeout: config.stop_timeout,
+        drain_delay: config.drain_delay,
+        hook_timeout: config.hook_timeout,
+        pre_stop: config.pre_stop.is_some(),
+        post_stop: config.post_stop.is_some(),
+        ready: config.ready,
+        ready_timeout: config.ready_timeout,
+        restart_policy: config.restart_policy,
+        restart_delay: config.restart_delay,
+        max_restarts: config.max_restarts,
+        delivery: match (config.process_group, config.kill_mode) {
+            (false, _) => Delivery::NoGroup,
+            (true, crate::cli::KillMode::Mixed) => Delivery::Mixed,
+            (true, crate::cli::KillMode::Group) => Delivery::Group,
+        },
+        reaper,
+        job_control,
+        stream_listeners,
+        main_pid: std::process::id() as i32,
+    }
 }
 
 impl<'a> Supervisor<'a> {
     pub fn new(setup: Setup<'a>) -> Supervisor<'a> {
+        let job_control = setup.terminal.is_some() && !setup.pid1;
+        let stream_listeners = setup.listeners.iter().any(|l| l.is_stream());
         Supervisor {
+            core: Core::new(settings(
+                setup.config,
+                setup.reaper,
+                job_control,
+                stream_listeners,
+            )),
             cfg: setup.config,
             listeners: setup.listeners,
             env: setup.env,
@@ -142,55 +125,37 @@ impl<'a> Supervisor<'a> {
             upstream: setup.upstream,
             terminal: setup.terminal,
             pid1: setup.pid1,
-            reaper: setup.reaper,
             proc_is_ours: setup.proc_is_ours,
             own_pid: std::process::id() as i32,
-            phase: Phase::Serving,
-            generations: Vec::new(),
-            next_id: 1,
-            serving: None,
-            incoming: None,
-            restart_queued: false,
-            announced_ready: false,
-            backoff: Backoff {
-                first: setup.config.restart_delay,
-                consecutive: 0,
-            },
-            hook: None,
-            last_end: None,
-            children_left: false,
-            forced: false,
-            budget_end: None,
+            held: BTreeMap::new(),
+            timer: None,
         }
     }
 
     /// Runs the service until everything is over; returns how graceful-run should end.
     pub async fn run(mut self) -> Outcome {
-        self.start_serving();
-        self.settle();
-        while self.phase != Phase::Done {
-            let deadline = self.next_deadline();
-            let generations = &self.generations;
-            let event = tokio::select! {
-                received = self.signals.next() => Event::Signal(received),
-                (id, message) = std::future::poll_fn(|cx| poll_notify(generations, cx)) => {
-                    Event::Notify(id, message)
+        let mut queue = VecDeque::from([Event::Start]);
+        let outcome = 'service: loop {
+            while let Some(event) = queue.pop_front() {
+                for action in self.core.step(Instant::now(), event) {
+                    if let Some(outcome) = self.perform(action, &mut queue) {
+                        break 'service outcome;
+                    }
                 }
-                () = sleep_until(deadline), if deadline.is_some() => Event::Timer,
-            };
-            match event {
-                Event::Signal(received) => self.on_signal(received),
-                Event::Notify(id, message) => self.on_notify(id, message),
-                Event::Timer => self.on_timer(),
             }
-            self.settle();
-        }
-        self.reclaim_terminal();
-        let outcome = match self.last_end {
-            Some(End::Exited(exit)) => Outcome::Child(exit),
-            Some(End::SpawnFailed(code)) => Outcome::Code(code),
-            None => Outcome::Code(0),
+            let held = &self.held;
+            let deadline = self.timer;
+            tokio::select! {
+                received = self.signals.next() => self.on_signal(received, &mut queue),
+                (generation, message) = std::future::poll_fn(|cx| poll_notify(held, cx)) => {
+                    if let Some(event) = self.on_notify(generation, message) {
+                        queue.push_back(event);
+                    }
+                }
+                () = sleep_until(deadline), if deadline.is_some() => queue.push_back(Event::Timer),
+            }
         };
+        self.reclaim_terminal();
         // The handlers stay installed until the process ends: a signal that arrives while
         // socket and pid files are removed is absorbed instead of killing graceful-run
         // half-way. (Dropping the receiver would also unregister every handler, one
@@ -199,71 +164,70 @@ impl<'a> Supervisor<'a> {
         outcome
     }
 
-    fn on_signal(&mut self, received: Received) {
+    fn on_signal(&mut self, received: Received, queue: &mut VecDeque<Event>) {
         let signal = received.signal;
         if signal == Signal::CHLD {
-            self.reap();
+            self.reap(queue);
             return;
         }
-        if received.sender == Some(self.own_pid) {
-            // Our own doing (SIGPIPE from a closed stderr, a raise): not a request.
-            debug!(
-                Subject::NONE,
-                "ignoring {signal} sent by graceful-run itself"
-            );
-            return;
-        }
-        // Stopping or restarting on a request from the command itself would be wrong (Go's
-        // grace TERMs its parent), so those signals get the thorough check, which reads the
-        // sender's ancestry from /proc. Any other signal is only forwarded, and the cheap
-        // check (a generation's process or process group) is enough to avoid echoing a
-        // signal back to the group that sent it; it keeps /proc out of the forwarding path.
+        let origin = match received.sender {
+            Some(pid) if pid == self.own_pid => Origin::Myself,
+            _ if received.from_kernel => Origin::Kernel,
+            Some(pid) => self.sender(pid, signal),
+            None => Origin::Process {
+                pid: 0,
+                pgid: None,
+                descendant: false,
+            },
+        };
+        queue.push_back(Event::Signal { signal, origin });
+    }
+
+    /// What the core needs to tell the command's own signals from requests: the sender's
+    /// group, and for the signals that decide something (TERM, INT, the restart signal) whether
+    /// it descends from graceful-run, read from /proc. Other signals are only forwarded, and
+    /// keep /proc out of their path.
+    fn sender(&self, pid: i32, signal: Signal) -> Origin {
+        let pgid = if self.cfg.process_group && pid > 0 {
+            nix::unistd::getpgid(Some(Pid::from_raw(pid)))
+                .ok()
+                .map(Pid::as_raw)
+        } else {
+            None
+        };
         let decides =
             matches!(signal, Signal::TERM | Signal::INT) || Some(signal) == self.cfg.restart_signal;
-        if let Some(sender) = received.sender
-            && self.is_ours(sender, decides)
-        {
-            if Some(signal) == self.cfg.restart_signal {
-                info!(
-                    Subject::pid(sender),
-                    "restart requested by the command itself ({signal})"
-                );
-                self.request_restart();
-            } else {
-                info!(
-                    Subject::pid(sender),
-                    "ignoring {signal} sent to graceful-run by a process of the command"
-                );
-            }
-            return;
-        }
-        // The terminal sends Ctrl-C, Ctrl-\, Ctrl-Z and resizes to its whole foreground
-        // group; without a group of its own the command has already received them.
-        let delivered = received.from_kernel && !self.cfg.process_group;
-        match signal {
-            // A hangup from the kernel (the terminal closed) is not a restart request.
-            s if Some(s) == self.cfg.restart_signal
-                && !(s == Signal::HUP && received.from_kernel) =>
-            {
-                info!(Subject::NONE, "{signal} received: restarting");
-                self.request_restart();
-            }
-            Signal::TERM | Signal::INT => self.request_stop(signal, delivered.then_some(signal)),
-            Signal::CONT => {
-                // Terminal first, as shells do on `fg`: a command continued before it owns
-                // the terminal reads it from the background and is stopped again (SIGTTIN).
-                self.hand_terminal_to_serving();
-                self.forward(signal, delivered);
-            }
-            _ => self.forward(signal, delivered),
+        let known = self
+            .held
+            .values()
+            .any(|h| h.pid.as_raw() == pid || Some(h.pid.as_raw()) == pgid);
+        let descendant = decides
+            && !known
+            && pid > 0
+            && self.proc_is_ours
+            && process::descends_from(pid, self.own_pid);
+        Origin::Process {
+            pid,
+            pgid,
+            descendant,
         }
     }
 
-    fn on_notify(&mut self, id: u64, message: Message) {
-        let Some(generation) = self.generation(id) else {
-            return;
-        };
-        let subject = generation.subject();
+    /// Collects every exited child, as events for the core.
+    fn reap(&mut self, queue: &mut VecDeque<Event>) -> bool {
+        let harvest = reaper::reap();
+        for (pid, status) in harvest.events {
+            queue.push_back(Event::Reaped {
+                pid: pid.as_raw(),
+                status,
+            });
+        }
+        harvest.children_left
+    }
+
+    fn on_notify(&mut self, generation: GenId, message: Message) -> Option<Event> {
+        let held = self.held.get(&generation)?;
+        let subject = Subject::generation(generation, held.pid.as_raw());
         let allowed = [0, nix::unistd::geteuid().as_raw()]
             .into_iter()
             .chain(self.cfg.user.as_ref().map(|u| u.uid));
@@ -271,282 +235,262 @@ impl<'a> Supervisor<'a> {
             && !allowed.clone().any(|a| a == uid)
         {
             warn!(subject, "ignoring a notify message from uid {uid}");
-            return;
+            return None;
         }
         debug!(
             subject,
             "notify from pid {:?}: {:?}", message.sender_pid, message.fields
         );
-        if let Some(status) = message.get("STATUS") {
-            info!(subject, "status: {status}");
-            if self.serving == Some(id) || self.incoming == Some(id) {
-                self.upstream_send(&format!("STATUS={status}"));
-            }
-        }
-        if message.is_set("READY") && generation.is_starting() {
-            self.on_ready(id);
-        }
+        Some(Event::Notify {
+            generation,
+            fields: message.fields,
+        })
     }
 
-    fn on_timer(&mut self) {
-        let now = Instant::now();
-        let due: Vec<(u64, State)> = self
-            .generations
-            .iter()
-            .filter(|g| g.deadline().is_some_and(|d| d <= now))
-            .map(|g| (g.id, g.state))
-            .collect();
-        for (id, state) in due {
-            match state {
-                State::Starting { ready_at, deadline } => {
-                    if ready_at.is_some_and(|r| r <= now) {
-                        if self.generation(id).is_some_and(|g| g.exit.is_none()) {
-                            self.on_ready(id);
-                        }
-                    } else if deadline <= now {
-                        self.readiness_timed_out(id);
-                    }
-                }
-                State::Stopping { .. } => self.kill_generation(id, "it did not stop in time"),
-                State::Ready => {}
-            }
-        }
-        if let Some(hook) = &mut self.hook
-            && !hook.killed
-            && hook.deadline <= now
-        {
-            hook.killed = true;
-            warn!(
-                Subject::pid(hook.pid.as_raw()),
-                "{} hook did not finish within {}; killing it",
-                hook.kind.flag(),
-                humantime::format_duration(self.cfg.hook_timeout)
-            );
-            let _ = nix::sys::signal::killpg(hook.pid, nix::sys::signal::Signal::SIGKILL);
-        }
-        match self.phase {
-            Phase::Backoff { until } if until <= now => {
-                self.phase = Phase::Serving;
-                self.start_serving();
-            }
-            Phase::Stopping {
-                step: StopStep::Draining { until },
-                ..
-            } if until <= now => self.after_drain(),
-            Phase::Finishing(Leftovers::Stopping { kill_at }) if kill_at <= now => {
-                warn!(
-                    Subject::NONE,
-                    "processes left behind did not stop in time: sending SIGKILL"
-                );
-                self.phase = Phase::Finishing(Leftovers::Killed);
-                self.signal_leftovers(Mapping::To(Signal::KILL));
-            }
-            _ => {}
-        }
-    }
-
-    /// Collects every exited child and acts on each.
-    fn reap(&mut self) {
-        let harvest = reaper::reap();
-        self.children_left = harvest.children_left;
-        for event in harvest.events {
-            match event {
-                Reaped::Exited(pid, exit) => {
-                    if let Some(id) = self
-                        .generations
-                        .iter()
-                        .find(|g| g.pid == pid && g.exit.is_none())
-                        .map(|g| g.id)
-                    {
-                        self.on_leader_exit(id, exit);
-                    } else if self.hook.as_ref().is_some_and(|h| h.pid == pid) {
-                        self.on_hook_exit(exit);
-                    } else {
-                        debug!(Subject::pid(pid.as_raw()), "reaped orphan: {exit}");
-                    }
-                }
-                Reaped::Stopped(pid, signal) => self.on_stopped(pid, signal),
-            }
-        }
-    }
-
-    fn on_leader_exit(&mut self, id: u64, exit: ChildExit) {
-        let reaper = self.reaper;
-        let Some(generation) = self.generation_mut(id) else {
-            return;
-        };
-        generation.exit = Some(exit);
-        generation.notify = None;
-        let subject = generation.subject();
-        let started = generation.started;
-        let failed_readiness = generation.failed_readiness;
-        let leftovers = generation.has_processes(reaper) && !generation.is_stopping();
-        if leftovers {
-            // Before the role's consequences (which may stop every generation): once.
-            info!(
+    /// Carries out one action; answers the core's questions by queueing events. Returns the
+    /// outcome when the action is the exit.
+    fn perform(&mut self, action: Action, queue: &mut VecDeque<Event>) -> Option<Outcome> {
+        match action {
+            Action::Log {
+                level,
                 subject,
-                "processes are left in its process group; stopping them"
-            );
-            let mapping = self.retire_mapping();
-            let kill_at = self.stop_deadline();
-            self.stop_generation(id, mapping, kill_at);
-        }
-
-        if self.incoming == Some(id) {
-            self.incoming = None;
-            match self.serving {
-                Some(old) => error!(
-                    subject,
-                    "{exit} before it was ready; gen {old} keeps serving"
-                ),
-                None => error!(subject, "{exit} before it was ready"),
+                text,
+            } => log::write(level, subject, format_args!("{text}")),
+            Action::Spawn {
+                generation,
+                reset_nonblocking,
+            } => {
+                let result = self.spawn_generation(generation, reset_nonblocking);
+                queue.push_front(Event::Spawned { generation, result });
             }
-            self.finish_handover();
-            if self.serving.is_none() && self.phase == Phase::Serving {
-                self.service_ended(End::Exited(exit), started, true);
+            Action::Signal { target, signal } => self.send(target, signal),
+            Action::GiveTerminal { pgid } => self.give_terminal(Pid::from_raw(pgid)),
+            Action::StopSelf => self.stop_self(),
+            Action::CheckGroup { generation, pgid } => {
+                let alive = process::group_alive(Pid::from_raw(pgid));
+                queue.push_front(Event::GroupChecked { generation, alive });
             }
-        } else if self.serving == Some(id) {
-            self.serving = None;
-            self.last_end = Some(End::Exited(exit));
-            info!(subject, "{exit}");
-            if self.phase == Phase::Serving {
-                match self.incoming {
-                    Some(next) => warn!(
-                        subject,
-                        "exited during a restart; gen {next} takes over once ready"
-                    ),
-                    None => self.service_ended(End::Exited(exit), started, failed_readiness),
+            Action::CheckLeftovers => {
+                // Reparenting sends no SIGCHLD: collect what exited meanwhile first.
+                let mut reaped = VecDeque::new();
+                let children_left = self.reap(&mut reaped);
+                let can_find = self.pid1 || self.proc_is_ours;
+                if children_left && !can_find {
+                    warn!(
+                        Subject::NONE,
+                        "leaving behind processes that cannot be found (/proc is not this pid namespace's)"
+                    );
+                }
+                let answer = Event::LeftoversChecked {
+                    found: children_left && can_find,
+                };
+                queue.push_front(answer);
+                for event in reaped.into_iter().rev() {
+                    queue.push_front(event);
                 }
             }
-        } else {
-            info!(subject, "{exit}");
+            Action::Probe { generation, pgid } => {
+                let missing = self.probe(generation, Pid::from_raw(pgid));
+                queue.push_front(Event::Probed { generation, missing });
+            }
+            Action::RunHook {
+                kind,
+                main_pid,
+                exit,
+            } => {
+                let pid = self.start_hook(kind, main_pid, exit);
+                queue.push_front(Event::HookStarted { kind, pid });
+            }
+            Action::Release { generation } => {
+                self.held.remove(&generation);
+            }
+            Action::CloseListeners => {
+                if !self.listeners.is_closed() {
+                    self.listeners.close();
+                    debug!(
+                        Subject::NONE,
+                        "closed graceful-run's copies of the listening sockets"
+                    );
+                }
+            }
+            Action::Upstream(text) => self.upstream_send(&text),
+            Action::ArmTimer(deadline) => self.timer = deadline,
+            Action::Exit(outcome) => return Some(outcome),
         }
+        None
     }
 
-    /// Re-checks the conditions that end phases; runs after every event.
-    fn settle(&mut self) {
-        self.generations.retain(|g| {
-            let keep = g.has_processes(self.reaper);
-            if !keep {
-                debug!(g.subject(), "all processes of this generation are gone");
-            }
-            keep
-        });
-        loop {
-            let before = self.phase;
-            match self.phase {
-                // Nothing left to stop (the command may have exited during the drain): skip the
-                // rest of the stop sequence. A running pre-stop hook is waited for.
-                Phase::Stopping { .. } if self.generations.is_empty() && self.hook.is_none() => {
-                    self.phase = Phase::Finishing(Leftovers::Unchecked);
-                    self.close_listeners();
-                }
-                Phase::Finishing(leftovers) if self.generations.is_empty() => {
-                    self.finish_leftovers(leftovers)
-                }
-                _ => {}
-            }
-            if self.phase == before {
-                break;
-            }
-        }
-    }
-
-    fn forward(&mut self, signal: Signal, delivered: bool) {
-        if delivered {
-            debug!(
+    /// Spawns generation `gen` on the shared sockets: its pid, or the exit code its failure
+    /// stands for.
+    fn spawn_generation(&mut self, generation: GenId, reset_nonblocking: bool) -> Result<i32, i32> {
+        let program = &self.cfg.command[0];
+        let path = std::env::var_os("PATH");
+        let executable = spawn::look_up(program, path.as_deref()).map_err(|e| {
+            error!(Subject::NONE, "gen {generation}: {e}");
+            e.exit_code()
+        })?;
+        // Only when no generation is alive: an event-loop server sets O_NONBLOCK on the
+        // shared listener, and clearing it under a sibling that still serves makes that
+        // sibling block in accept(2) whenever another process won the connection.
+        if reset_nonblocking && let Err(e) = self.listeners.reset_blocking() {
+            warn!(
                 Subject::NONE,
-                "{signal} from the terminal already reached the command"
+                "cannot reset O_NONBLOCK on the sockets: {e}"
             );
+        }
+        let notify = match self.cfg.ready {
+            Ready::Notify | Ready::Auto => match NotifySocket::bind(generation) {
+                Ok(socket) => Some(socket),
+                Err(e) => {
+                    error!(
+                        Subject::NONE,
+                        "gen {generation}: cannot create its NOTIFY_SOCKET: {e}"
+                    );
+                    return Err(crate::exit::FAILURE);
+                }
+            },
+            Ready::After(_) | Ready::Accepting => None,
+        };
+        let env = self.env.for_generation(
+            self.listeners,
+            generation,
+            notify.as_ref().map(NotifySocket::address),
+            &self.cfg.compat,
+        );
+        let fds = self.listeners.raw_fds();
+        let terminal = self.terminal_for_new_generation();
+        let plan = Plan {
+            executable: &executable,
+            argv: &self.cfg.command,
+            env,
+            listen_pid: self.cfg.listen_pid && !fds.is_empty(),
+            fds: &fds,
+            new_process_group: self.cfg.process_group,
+            terminal,
+            credentials: self.cfg.user.as_ref(),
+            ignored_signals: &self.ignored_signals,
+        };
+        let pid = spawn::spawn(&plan).map_err(|e| {
+            error!(Subject::NONE, "gen {generation}: {}: {e}", executable.display());
+            e.exit_code()
+        })?;
+        crate::info!(
+            Subject::generation(generation, pid.as_raw()),
+            "started {}",
+            executable.display()
+        );
+        self.held.insert(generation, Held { pid, notify });
+        Ok(pid.as_raw())
+    }
+
+    fn start_hook(
+        &mut self,
+        kind: HookKind,
+        main_pid: Option<i32>,
+        exit: Option<crate::exit::ChildExit>,
+    ) -> Option<i32> {
+        let command = match kind {
+            HookKind::PreStop => self.cfg.pre_stop.as_deref(),
+            HookKind::PostStop => self.cfg.post_stop.as_deref(),
+        }?;
+        let mut extra = Vec::new();
+        if let Some(pid) = main_pid {
+            extra.push(("MAINPID", pid.to_string()));
+        }
+        if let Some(exit) = exit {
+            extra.push(("EXIT_CODE", exit.kind().to_string()));
+            extra.push(("EXIT_STATUS", exit.status_text()));
+        }
+        let argv = ["sh".into(), "-c".into(), command.into()];
+        let plan = Plan {
+            executable: std::path::Path::new("/bin/sh"),
+            argv: &argv,
+            env: self.env.for_hook(&extra),
+            listen_pid: false,
+            fds: &[],
+            new_process_group: true,
+            terminal: None,
+            credentials: self.cfg.user.as_ref(),
+            ignored_signals: &self.ignored_signals,
+        };
+        match spawn::spawn(&plan) {
+            Ok(pid) => Some(pid.as_raw()),
+            Err(e) => {
+                warn!(Subject::NONE, "cannot run the {} hook: {e}", kind.flag());
+                None
+            }
+        }
+    }
+
+    fn send(&mut self, target: Target, signal: Signal) {
+        let result = match target {
+            Target::Leader { pid, .. } => crate::signal::send(Pid::from_raw(pid), signal),
+            Target::Group { pgid, .. } | Target::Hook { pid: pgid } => {
+                crate::signal::send(Pid::from_raw(-pgid), signal)
+            }
+            Target::Leftovers => {
+                self.signal_leftovers(signal);
+                Ok(())
+            }
+        };
+        if let Err(errno) = result
+            && errno != nix::errno::Errno::ESRCH
+        {
+            warn!(Subject::NONE, "cannot send {signal}: {}", errno.desc());
+        }
+    }
+
+    /// Signals every child of graceful-run (as PID 1: every process of the namespace).
+    fn signal_leftovers(&self, signal: Signal) {
+        if self.pid1 {
+            // kill(-1) from PID 1 reaches every process of the namespace except itself.
+            let _ = crate::signal::send(Pid::from_raw(-1), signal);
             return;
         }
-        match self.cfg.signal_map.translate(signal) {
-            Mapping::Drop => debug!(Subject::NONE, "dropped {signal} (--map-signal)"),
-            Mapping::To(to) => {
-                let mut any = false;
-                for generation in self
-                    .generations
-                    .iter()
-                    .filter(|g| g.has_processes(self.reaper))
-                {
-                    debug!(generation.subject(), "forwarding {signal} as {to}");
-                    generation.signal(to);
-                    any = true;
-                }
-                if !any {
-                    debug!(Subject::NONE, "no command is running to receive {signal}");
-                }
-            }
+        for pid in process::children_of_self() {
+            debug!(
+                Subject::pid(pid.as_raw()),
+                "sending {signal} to a leftover process"
+            );
+            let _ = crate::signal::send(pid, signal);
         }
     }
 
-    /// Whether `pid` belongs to the command: a generation or hook, a process in a
-    /// generation's process group, or (`thorough`) any descendant of graceful-run. Pid 0 is
-    /// a sender outside graceful-run's pid namespace (e.g. `docker stop`).
-    fn is_ours(&self, pid: i32, thorough: bool) -> bool {
-        if pid <= 0 {
-            return false;
-        }
-        let pid_t = Pid::from_raw(pid);
-        if self.generations.iter().any(|g| g.pid == pid_t)
-            || self.hook.as_ref().is_some_and(|h| h.pid == pid_t)
-        {
-            return true;
-        }
-        if self.cfg.process_group
-            && let Ok(pgid) = nix::unistd::getpgid(Some(pid_t))
-            && self.generations.iter().any(|g| g.pid == pgid)
-        {
-            return true;
-        }
-        thorough && self.proc_is_ours && process::descends_from(pid, self.own_pid)
-    }
-
-    fn next_deadline(&self) -> Option<Instant> {
-        let phase = match self.phase {
-            Phase::Backoff { until } => Some(until),
-            Phase::Stopping {
-                step: StopStep::Draining { until },
-                ..
-            } => Some(until),
-            Phase::Finishing(Leftovers::Stopping { kill_at }) => Some(kill_at),
-            _ => None,
-        };
-        let hook = self.hook.as_ref().filter(|h| !h.killed).map(|h| h.deadline);
-        self.generations
+    /// The stream listeners no process of the generation waits on yet (their names).
+    fn probe(&self, _gen: GenId, _pgid: Pid) -> Vec<String> {
+        self.listeners
             .iter()
-            .filter_map(Generation::deadline)
-            .chain(phase)
-            .chain(hook)
-            .min()
-    }
-
-    fn generation(&self, id: u64) -> Option<&Generation> {
-        self.generations.iter().find(|g| g.id == id)
-    }
-
-    fn generation_mut(&mut self, id: u64) -> Option<&mut Generation> {
-        self.generations.iter_mut().find(|g| g.id == id)
+            .filter(|l| l.is_stream())
+            .map(|l| l.bound.to_string())
+            .collect()
     }
 
     fn upstream_send(&self, text: &str) {
-        if let Some(upstream) = &self.upstream
-            && let Err(e) = upstream.send(text)
-        {
+        let Some(upstream) = &self.upstream else {
+            return;
+        };
+        // MONOTONIC_USEC goes with RELOADING=1 (systemd's Type=notify-reload wants it): a
+        // clock read, so the executor adds it.
+        let text = if text.lines().any(|l| l == "RELOADING=1") {
+            format!("{text}\nMONOTONIC_USEC={}", monotonic_usec())
+        } else {
+            text.to_string()
+        };
+        if let Err(e) = upstream.send(&text) {
             debug!(Subject::NONE, "cannot notify the supervisor: {}", e.desc());
         }
     }
 }
 
 fn poll_notify(
-    generations: &[Generation],
+    held: &BTreeMap<GenId, Held>,
     cx: &mut std::task::Context<'_>,
-) -> std::task::Poll<(u64, Message)> {
-    for generation in generations {
-        if let Some(socket) = &generation.notify
+) -> std::task::Poll<(GenId, Message)> {
+    for (generation, held) in held {
+        if let Some(socket) = &held.notify
             && let std::task::Poll::Ready(message) = socket.poll_message(cx)
         {
-            return std::task::Poll::Ready((generation.id, message));
+            return std::task::Poll::Ready((*generation, message));
         }
     }
     std::task::Poll::Pending
@@ -556,28 +500,5 @@ async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(deadline) => tokio::time::sleep_until(tokio::time::Instant::from_std(deadline)).await,
         None => std::future::pending().await,
-    }
-}
-
-fn format_duration(duration: Duration) -> String {
-    // To the nearest millisecond: humantime would print nanoseconds, and a deadline computed
-    // a few microseconds ago would read "4s 999ms".
-    let millis = Duration::from_millis(((duration.as_micros() + 500) / 1000) as u64);
-    if millis.is_zero() {
-        return "under 1ms".to_string();
-    }
-    humantime::format_duration(millis).to_string()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations_read_in_whole_milliseconds() {
-        assert_eq!(format_duration(Duration::from_micros(9_999_700)), "10s");
-        assert_eq!(format_duration(Duration::from_micros(1_500)), "2ms");
-        assert_eq!(format_duration(Duration::from_micros(300)), "under 1ms");
-        assert_eq!(format_duration(Duration::from_millis(1_250)), "1s 250ms");
     }
 }

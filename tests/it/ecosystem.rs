@@ -949,12 +949,17 @@ impl Supervisor {
         Supervisor { socket, address }
     }
 
-    /// The next notification.
+    /// The next notification that changes the state (STATUS= lines are skipped).
     fn next(&self, gr: &Gr) -> String {
         let mut buf = [0u8; 4096];
-        match self.socket.recv(&mut buf) {
-            Ok(n) => String::from_utf8_lossy(&buf[..n]).into_owned(),
-            Err(e) => panic!("no notification ({e})\n{}", gr.output()),
+        loop {
+            let message = match self.socket.recv(&mut buf) {
+                Ok(n) => String::from_utf8_lossy(&buf[..n]).into_owned(),
+                Err(e) => panic!("no notification ({e})\n{}", gr.output()),
+            };
+            if !message.starts_with("STATUS=") {
+                return message;
+            }
         }
     }
 

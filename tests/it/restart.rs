@@ -675,7 +675,7 @@ fn second_term_during_the_drain_kills_at_once() {
     let pid = wait_ready(&gr, 1);
     gr.signal(libc::SIGTERM);
     gr.wait_stderr("draining for 1m before the stop signal");
-    gr.signal(libc::SIGTERM);
+    gr.signal_from_another_process(libc::SIGTERM);
     // Within the harness deadline (30 s), far less than the 60 s drain.
     let status = gr.wait_exit();
     assert_eq!(killed_by(status), Some(libc::SIGKILL), "{}", gr.output());

@@ -312,7 +312,7 @@ fn second_stop_request_kills_at_once() {
         gr.wait_stdout("ready");
         gr.signal(libc::SIGTERM);
         gr.wait_stderr("sent SIGTERM");
-        gr.signal(second);
+        gr.signal_from_another_process(second);
         let status = gr.wait_exit();
         assert_eq!(killed_by(status), Some(libc::SIGKILL), "{}", gr.output());
         gr.wait_stderr("killing everything now");
@@ -416,14 +416,10 @@ fn leftover_gets_the_stop_signal_once() {
     );
     // Signals pending together run their handlers in no set order, and two quick TERMs may
     // merge while pending: the probe's view is the weaker check.
+    // USR1 went to the main process only (--kill-mode mixed): the probe never saw it.
     let mut got = received(&gr);
     got.sort_unstable();
-    assert_eq!(
-        got,
-        [libc::SIGUSR1, libc::SIGTERM, libc::SIGCONT],
-        "{}",
-        gr.output()
-    );
+    assert_eq!(got, [libc::SIGTERM, libc::SIGCONT], "{}", gr.output());
 }
 
 /// A group member that exits on TERM is stopped as soon as the command exits: graceful-run

@@ -195,6 +195,17 @@ impl Gr {
         unsafe { libc::kill(self.pid(), signal) };
     }
 
+    /// Sends `signal` from a new process (a shell's `kill`): a second, separate request, where
+    /// [`Gr::signal`] twice in a row is one process repeating itself, which graceful-run takes
+    /// as one request (GNU timeout signals its child, then its own group).
+    pub fn signal_from_another_process(&self, signal: i32) {
+        let status = Command::new("sh")
+            .args(["-c", &format!("kill -{signal} {}", self.pid())])
+            .status()
+            .expect("sh runs");
+        assert!(status.success(), "kill -{signal} failed");
+    }
+
     /// Everything graceful-run and the child printed, for failure messages.
     pub fn output(&self) -> String {
         format!(
