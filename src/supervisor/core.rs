@@ -276,6 +276,51 @@ pub enum Action {
     Exit(Outcome),
 }
 
+/// Where the service is, for `ctl status`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    Starting,
+    Serving,
+    Restarting,
+    Backoff,
+    Stopping,
+    Done,
+}
+
+/// What a generation is doing, for `ctl status`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// Starting, and nothing else serves.
+    Starting,
+    Serving,
+    /// A replacement, starting while the serving one still serves.
+    Incoming,
+    /// Serving through the drain delay or the pre-stop hook of a stop.
+    Draining,
+    /// Told to stop.
+    Stopping,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GenerationView {
+    pub id: GenId,
+    pub pid: i32,
+    pub role: Role,
+    pub started: Instant,
+    /// Since when it has this role (for Serving: since it became ready).
+    pub since: Instant,
+    pub exited: Option<ChildExit>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Snapshot {
+    pub phase: Phase,
+    pub generations: Vec<GenerationView>,
+    pub restarts: u64,
+    pub last_exit: Option<ChildExit>,
+    pub queued: bool,
+}
+
 /// A generation: one start of the command, with its main process.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Gen {
@@ -322,10 +367,8 @@ impl Starting {
         match self.readiness {
             Readiness::Notify => self.deadline,
             Readiness::After { at } => at.min(self.deadline),
-            Readiness::Probing { next, warned, .. } => {
-                let warn = (!warned).then_some(self.generation.started + PROBE_WARN_AFTER);
-                next.min(self.deadline).min(warn.unwrap_or(self.deadline))
-            }
+            // The warning comes with the answer to a look: no deadline of its own.
+            Readiness::Probing { next, .. } => next.min(self.deadline),
         }
     }
 }
@@ -517,6 +560,75 @@ impl Core {
         std::mem::take(&mut self.actions)
     }
 
+    /// What runs now, for `graceful-run ctl status` and for tests.
+    pub fn snapshot(&self) -> Snapshot {
+        let mut generations = Vec::new();
+        let mut add = |g: Gen, role: Role, since: Instant| {
+            generations.push(GenerationView {
+                id: g.id,
+                pid: g.pid,
+                role,
+                started: g.started,
+                since,
+                exited: g.exited,
+            })
+        };
+        match self.state {
+            State::Starting { starting, .. } => {
+                add(starting.generation, Role::Starting, starting.generation.started)
+            }
+            State::Serving {
+                generation,
+                ready_since,
+                incoming,
+                ..
+            } => {
+                add(generation, Role::Serving, ready_since);
+                if let Some(s) = incoming {
+                    add(s.generation, Role::Incoming, s.generation.started);
+                }
+            }
+            State::Ending(Ending {
+                stage: Stage::Draining { serving, .. },
+                ..
+            })
+            | State::Ending(Ending {
+                stage:
+                    Stage::PreStop {
+                        serving: Some(serving),
+                        ..
+                    },
+                ..
+            }) => add(serving, Role::Draining, serving.started),
+            _ => {}
+        }
+        for r in &self.retiring {
+            add(r.generation, Role::Stopping, r.generation.started);
+        }
+        let phase = match self.state {
+            State::Init => Phase::Starting,
+            State::Starting { .. } => Phase::Starting,
+            State::Serving { incoming: None, .. } => Phase::Serving,
+            State::Serving { .. } => Phase::Restarting,
+            State::Backoff { .. } => Phase::Backoff,
+            State::Ending(_) => Phase::Stopping,
+            State::Done => Phase::Done,
+        };
+        Snapshot {
+            phase,
+            generations,
+            restarts: self.restarts.total,
+            last_exit: match self.last_end {
+                Some(End::Exited(exit)) => Some(exit),
+                _ => None,
+            },
+            queued: matches!(
+                self.state,
+                State::Starting { queued: true, .. } | State::Serving { queued: true, .. }
+            ),
+        }
+    }
+
     /// Whether graceful-run has decided to exit.
     pub fn is_done(&self) -> bool {
         self.state == State::Done
@@ -627,8 +739,9 @@ impl Core {
             .chain(self.retiring.iter().map(|r| r.generation))
     }
 
+    /// Whether a generation's main process may still accept on the shared sockets.
     fn any_alive(&self) -> bool {
-        self.gens().next().is_some() || self.launching.is_some()
+        self.gens().any(|g| g.exited.is_none()) || self.launching.is_some()
     }
 
     fn spawn(&mut self, purpose: Purpose) {
@@ -1954,11 +2067,6 @@ impl Core {
                     generation: starting.generation.id,
                     pgid: starting.generation.pid,
                 });
-            }
-            Readiness::Probing { warned: false, .. }
-                if now >= starting.generation.started + PROBE_WARN_AFTER =>
-            {
-                // The answer to the next probe carries the warning.
             }
             _ => {}
         }
