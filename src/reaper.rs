@@ -8,9 +8,14 @@
 //!
 //! Stopped children are reported too (WUNTRACED): when the command in the terminal's
 //! foreground is stopped by Ctrl-Z, graceful-run stops itself so the shell sees the job stop.
+//!
+//! wait(2) is called through libc and the raw status decoded by [`decode`], not through nix:
+//! nix turns the status of a child killed by a real-time signal into EINVAL, *after* the
+//! kernel has reaped it, so that death would be lost for good and its generation would look
+//! alive forever.
 
 use nix::errno::Errno;
-use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::libc;
 use nix::unistd::Pid;
 
 use crate::exit::ChildExit;
@@ -22,6 +27,35 @@ pub enum Reaped {
     Stopped(Pid, Signal),
 }
 
+/// What one raw wait status says, without the pid.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Status {
+    Ended(ChildExit),
+    Stopped(Signal),
+}
+
+/// Decodes a raw wait(2) status. `None` for what graceful-run does not act on: a continued
+/// child, ptrace event stops, or a signal number outside 1-64.
+pub fn decode(status: libc::c_int) -> Option<Status> {
+    if libc::WIFEXITED(status) {
+        return Some(Status::Ended(ChildExit::Exited(libc::WEXITSTATUS(status))));
+    }
+    if libc::WIFSIGNALED(status) {
+        return Some(Status::Ended(ChildExit::Signaled {
+            signal: Signal::from_kernel(libc::WTERMSIG(status))?,
+            core_dumped: libc::WCOREDUMP(status),
+        }));
+    }
+    // A ptrace event stop carries the event in bits 16-23; graceful-run traces nothing, but
+    // such a status is not a job-control stop either way.
+    if libc::WIFSTOPPED(status) && status >> 16 == 0 {
+        return Some(Status::Stopped(Signal::from_kernel(libc::WSTOPSIG(
+            status,
+        ))?));
+    }
+    None
+}
+
 /// Everything that changed since the last call, and whether any child is left.
 pub struct Harvest {
     pub events: Vec<Reaped>,
@@ -31,19 +65,19 @@ pub struct Harvest {
 pub fn reap() -> Harvest {
     let mut events = Vec::new();
     let children_left = loop {
-        match waitpid(None, Some(WaitPidFlag::WNOHANG | WaitPidFlag::WUNTRACED)) {
-            Ok(WaitStatus::StillAlive) => break true,
-            Ok(status @ (WaitStatus::Exited(pid, _) | WaitStatus::Signaled(pid, _, _))) => {
-                if let Some(exit) = ChildExit::from_wait(status) {
-                    events.push(Reaped::Exited(pid, exit));
+        let mut status: libc::c_int = 0;
+        // SAFETY: waitpid writes one int to a live local.
+        let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG | libc::WUNTRACED) };
+        match Errno::result(pid) {
+            Ok(0) => break true,
+            Ok(pid) => {
+                let pid = Pid::from_raw(pid);
+                match decode(status) {
+                    Some(Status::Ended(exit)) => events.push(Reaped::Exited(pid, exit)),
+                    Some(Status::Stopped(signal)) => events.push(Reaped::Stopped(pid, signal)),
+                    None => {}
                 }
             }
-            Ok(WaitStatus::Stopped(pid, signal)) => {
-                if let Some(signal) = Signal::from_raw(signal as i32) {
-                    events.push(Reaped::Stopped(pid, signal));
-                }
-            }
-            Ok(_) => {}
             Err(Errno::EINTR) => {}
             Err(Errno::ECHILD) => break false,
             Err(_) => break true,
@@ -52,5 +86,54 @@ pub fn reap() -> Harvest {
     Harvest {
         events,
         children_left,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn killed(signal: i32, core_dumped: bool) -> Option<Status> {
+        Some(Status::Ended(ChildExit::Signaled {
+            signal: Signal::from_raw(signal).expect("a valid signal"),
+            core_dumped,
+        }))
+    }
+
+    /// Raw statuses as the kernel builds them (wait(2), include/linux/wait.h): exit code in
+    /// bits 8-15, terminating signal in bits 0-6, 0x80 for a core dump, 0x7f for a stop.
+    #[test]
+    fn raw_statuses() {
+        assert_eq!(decode(0), Some(Status::Ended(ChildExit::Exited(0))));
+        assert_eq!(decode(3 << 8), Some(Status::Ended(ChildExit::Exited(3))));
+        assert_eq!(
+            decode(255 << 8),
+            Some(Status::Ended(ChildExit::Exited(255)))
+        );
+        assert_eq!(decode(15), killed(15, false));
+        assert_eq!(decode(9), killed(9, false));
+        // A real-time death: what nix's waitpid turns into EINVAL.
+        assert_eq!(decode(40), killed(40, false));
+        assert_eq!(decode(64), killed(64, false));
+        assert_eq!(decode(0x80 | 11), killed(11, true));
+        assert_eq!(decode(0x80 | 6), killed(6, true));
+        assert_eq!(
+            decode((libc::SIGTSTP << 8) | 0x7f),
+            Some(Status::Stopped(
+                Signal::from_raw(libc::SIGTSTP).expect("valid")
+            ))
+        );
+        assert_eq!(
+            decode((libc::SIGSTOP << 8) | 0x7f),
+            Some(Status::Stopped(Signal::STOP))
+        );
+        // A ptrace event stop (PTRACE_EVENT_FORK = 1) and a continued child are not acted on.
+        assert_eq!(decode((1 << 16) | (libc::SIGTRAP << 8) | 0x7f), None);
+        assert_eq!(decode(0xffff), None);
+        // glibc's reserved 32 is still reported as a death.
+        assert!(matches!(
+            decode(32),
+            Some(Status::Ended(ChildExit::Signaled { signal, .. })) if signal.raw() == 32
+        ));
     }
 }

@@ -4,7 +4,6 @@
 
 use std::time::Instant;
 
-use nix::sys::signal::{kill, killpg};
 use nix::unistd::Pid;
 
 use crate::exit::ChildExit;
@@ -52,9 +51,9 @@ impl Generation {
     /// its leader, so this still reaches processes left behind.
     pub fn signal(&self, signal: Signal) {
         let result = if self.own_group {
-            killpg(self.pid, signal.as_nix())
+            crate::signal::send(Pid::from_raw(-self.pid.as_raw()), signal)
         } else if self.exit.is_none() {
-            kill(self.pid, signal.as_nix())
+            crate::signal::send(self.pid, signal)
         } else {
             return;
         };

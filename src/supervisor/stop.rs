@@ -337,7 +337,7 @@ impl Supervisor<'_> {
         };
         let hook = self.hook.as_ref().map(|h| h.pid);
         let send = |pid: Pid, signal: Signal| {
-            let _ = nix::sys::signal::kill(pid, signal.as_nix());
+            let _ = crate::signal::send(pid, signal);
         };
         if self.pid1 {
             // kill(-1) from PID 1 reaches every process of the namespace except itself.

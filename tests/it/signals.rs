@@ -517,3 +517,29 @@ fn no_process_group_signals_the_command_alone() {
         gr.output()
     );
 }
+
+/// Real-time signals sent to graceful-run are forwarded like any other, by number and through
+/// `--map-signal` with their kill(1) names; graceful-run survives them (without a handler the
+/// first one killed it and left its socket file behind), and still stops cleanly.
+#[test]
+fn realtime_signals_are_forwarded() {
+    let dir = crate::support::TempDir::new("rt-signals");
+    let socket = dir.join("app.sock");
+    let listen = format!("unix:{}", socket.display());
+    let mut gr = start_signal_probe(&[
+        "-l",
+        &listen,
+        "--map-signal",
+        "RTMIN+7:SIGRTMAX-1",
+        "--restart-signal",
+        "none",
+    ]);
+    assert_eq!(send_and_receive(&gr, 40), 40, "{}", gr.output());
+    assert_eq!(send_and_receive(&gr, libc::SIGRTMIN()), libc::SIGRTMIN());
+    assert_eq!(send_and_receive(&gr, 41), 63, "{}", gr.output());
+    assert_eq!(send_and_receive(&gr, 64), 64, "{}", gr.output());
+    assert!(gr.is_running(), "{}", gr.output());
+    assert!(socket.exists(), "{}", gr.output());
+    force_stop(&mut gr);
+    assert!(!socket.exists(), "the socket file is left behind");
+}
