@@ -718,6 +718,141 @@ fn stale_pid_file_is_replaced() {
     }
 }
 
+/// A symlink planted at the temporary name graceful-run used to write through
+/// (`.NAME.PID.tmp`, predictable) is not followed: the file it points to is untouched. The
+/// pid is predictable here because a shell execs graceful-run once the link is in place.
+#[test]
+fn pid_file_does_not_follow_a_planted_symlink() {
+    use std::io::Write;
+    let dir = TempDir::new("eco-pidlink");
+    let path = dir.join("gr.pid");
+    let victim = dir.join("victim");
+    std::fs::write(&victim, "precious\n").expect("the temp dir is writable");
+    let probe = probe();
+    let mut command = Command::new("sh");
+    command
+        .args(["-c", "read go && exec \"$0\" \"$@\""])
+        .arg(crate::support::graceful_run_bin())
+        .args([
+            "--pid-file",
+            &path.display().to_string(),
+            "--",
+            &probe,
+            "signals",
+        ])
+        .stdin(std::process::Stdio::piped());
+    let mut gr = Gr::spawn(command);
+    for name in [
+        format!(".gr.pid.{}.tmp", gr.pid()),
+        format!(".gr.pid.{}", gr.pid()),
+    ] {
+        std::os::unix::fs::symlink(&victim, dir.join(&name)).expect("the temp dir is writable");
+    }
+    let mut stdin = gr.child.stdin.take().expect("stdin is piped");
+    stdin.write_all(b"go\n").expect("the shell reads its stdin");
+    drop(stdin);
+    gr.wait_stdout("ready");
+    assert_eq!(read_pid(&path), Some(gr.pid()), "{}", gr.output());
+    assert_eq!(
+        std::fs::read_to_string(&victim).expect("the victim file is still there"),
+        "precious\n"
+    );
+    gr.signal(libc::SIGTERM);
+    gr.wait_exit();
+    assert!(!path.exists());
+}
+
+/// Under `umask 000` the pid file is still 0644, not world-writable.
+#[test]
+fn pid_file_mode_ignores_the_umask() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    let dir = TempDir::new("eco-pidmode");
+    let path = dir.join("gr.pid");
+    let probe = probe();
+    let mut command = graceful_run(
+        &[],
+        &[
+            "--pid-file",
+            &path.display().to_string(),
+            "--",
+            &probe,
+            "signals",
+        ],
+    );
+    // SAFETY: umask(2) is async-signal-safe and touches no memory.
+    unsafe {
+        command.pre_exec(|| {
+            libc::umask(0);
+            Ok(())
+        });
+    }
+    let mut gr = Gr::spawn(command);
+    gr.wait_stdout("ready");
+    let mode = std::fs::metadata(&path)
+        .expect("the pid file exists")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o7777, 0o644, "mode {mode:o}");
+    gr.signal(libc::SIGTERM);
+    gr.wait_exit();
+}
+
+/// Instances started at once on the same pid file: exactly one runs, every other exits 125
+/// naming the pid file; the file names the one that runs. (Checking the file's content
+/// before writing let several through.)
+#[test]
+fn pid_file_racing_instances_exactly_one_runs() {
+    let probe = probe();
+    for round in 0..5 {
+        let dir = TempDir::new("eco-pidrace2");
+        let path = dir.join("gr.pid");
+        let path_text = path.display().to_string();
+        let mut instances: Vec<Gr> = (0..4)
+            .map(|_| start(&[], &["--pid-file", &path_text, "--", &probe, "signals"]))
+            .collect();
+        let mut refused = 0;
+        let mut running = Vec::new();
+        for gr in &mut instances {
+            // A refused instance exits at once; a running one prints the probe's "ready".
+            let outcome = gr.poll("the instance runs or is refused", || {
+                if gr.stdout.count(|l| l == "ready") > 0 {
+                    Some(true)
+                } else if gr.stderr.count(|l| l.contains("--pid-file")) > 0 {
+                    Some(false)
+                } else {
+                    None
+                }
+            });
+            if outcome {
+                running.push(gr.pid());
+            } else {
+                assert_eq!(code(gr.wait_exit()), Some(125), "{}", gr.output());
+                assert!(
+                    gr.stderr.text().contains("already running as pid"),
+                    "{}",
+                    gr.output()
+                );
+                refused += 1;
+            }
+        }
+        assert_eq!(running.len(), 1, "round {round}: running {running:?}");
+        assert_eq!(refused, 3);
+        assert_eq!(read_pid(&path), Some(running[0]));
+        for gr in &mut instances {
+            if gr.is_running() {
+                gr.signal(libc::SIGTERM);
+                gr.wait_exit();
+            }
+        }
+        assert!(
+            !path.exists(),
+            "round {round}: the pid file outlived graceful-run"
+        );
+        assert_eq!(std::fs::read_dir(dir.path()).expect("exists").count(), 0);
+    }
+}
+
 // ----- --exit-code-map ------------------------------------------------------------------------
 
 /// `--exit-code-map FROM:TO` rules (repeatable, or spaces in the variable) rewrite the
