@@ -78,27 +78,10 @@ impl Drop for PidFile {
     }
 }
 
-/// 16 hex digits from getrandom(2).
-pub(crate) fn random_token() -> String {
-    let mut bytes = [0u8; 8];
-    // SAFETY: getrandom writes at most `len` bytes into the live buffer.
-    let got = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
-    if got != bytes.len() as isize {
-        // Never on Linux >= 3.17 for 8 bytes; still unpredictable enough for O_EXCL names,
-        // which never rely on the name alone.
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0);
-        bytes = (nanos ^ u64::from(std::process::id()).rotate_left(40)).to_ne_bytes();
-    }
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// `.NAME.RANDOM.tmp`, created exclusively, never through a symlink, mode 0644, locked.
 fn create_temporary(directory: &Path, file_name: &str) -> nix::Result<(PathBuf, OwnedFd)> {
     loop {
-        let temporary = directory.join(format!(".{file_name}.{}.tmp", random_token()));
+        let temporary = directory.join(format!(".{file_name}.{}.tmp", crate::random::token()));
         let flags =
             OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
         let file = match open(&temporary, flags, Mode::from_bits_truncate(0o644)) {
@@ -201,17 +184,4 @@ fn live_owner(path: &Path, ours: u32) -> Option<u32> {
     }
     let comm = fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
     (comm.trim_end() == "graceful-run").then_some(pid)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tokens_are_distinct_hex() {
-        let (a, b) = (random_token(), random_token());
-        assert_eq!(a.len(), 16);
-        assert!(a.bytes().all(|c| c.is_ascii_hexdigit()));
-        assert_ne!(a, b);
-    }
 }
