@@ -128,6 +128,14 @@ impl Subject {
         }
     }
 
+    /// A generation whose pid is not known (yet), e.g. for its notify socket.
+    pub fn generation_only(generation: u64) -> Subject {
+        Subject {
+            generation: Some(generation),
+            pid: None,
+        }
+    }
+
     pub fn pid(pid: i32) -> Subject {
         Subject {
             generation: None,
@@ -160,6 +168,9 @@ fn text_line(level: Level, subject: Subject, message: fmt::Arguments<'_>) -> Str
     match (subject.generation, subject.pid) {
         (Some(generation), Some(pid)) => {
             let _ = write!(line, "gen {generation} (pid {pid}): ");
+        }
+        (Some(generation), None) => {
+            let _ = write!(line, "gen {generation}: ");
         }
         (None, Some(pid)) => {
             let _ = write!(line, "pid {pid}: ");

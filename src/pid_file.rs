@@ -165,9 +165,7 @@ fn claim(path: &Path, temporary: &Path, ours: u32) -> Result<(), String> {
 /// Whether `path` (not following a symlink) is the file open as `file`.
 fn is_same_file(path: &Path, file: &impl AsFd) -> bool {
     match (fs::symlink_metadata(path), fstat(file.as_fd())) {
-        (Ok(meta), Ok(stat)) => {
-            meta.dev() == stat.st_dev as u64 && meta.ino() == stat.st_ino as u64
-        }
+        (Ok(meta), Ok(stat)) => meta.dev() == stat.st_dev && meta.ino() == stat.st_ino,
         _ => false,
     }
 }

@@ -129,6 +129,9 @@ pub struct Supervisor<'a> {
     forced: bool,
     /// Set by a stop request: everything must be gone by then (drain + stop timeout).
     budget_end: Option<Instant>,
+    /// Holds the generations' notify sockets (`--ready notify`); created with the first one,
+    /// removed when the supervisor is dropped. After `generations`, so dropped after them.
+    notify_dir: Option<crate::notify::NotifyDir>,
 }
 
 impl<'a> Supervisor<'a> {
@@ -157,6 +160,7 @@ impl<'a> Supervisor<'a> {
                 consecutive: 0,
             },
             hook: None,
+            notify_dir: None,
             last_end: None,
             children_left: false,
             forced: false,
@@ -264,15 +268,7 @@ impl<'a> Supervisor<'a> {
             return;
         };
         let subject = generation.subject();
-        let allowed = [0, nix::unistd::geteuid().as_raw()]
-            .into_iter()
-            .chain(self.cfg.user.as_ref().map(|u| u.uid));
-        if let Some(uid) = message.sender_uid
-            && !allowed.clone().any(|a| a == uid)
-        {
-            warn!(subject, "ignoring a notify message from uid {uid}");
-            return;
-        }
+        // Senders of other uids are filtered out by the socket (allowed uids given at bind).
         debug!(
             subject,
             "notify from pid {:?}: {:?}", message.sender_pid, message.fields

@@ -17,7 +17,7 @@ use super::generation::{Generation, State};
 use super::{End, Phase, Supervisor, format_duration};
 use crate::cli::{Ready, RestartPolicy};
 use crate::log::Subject;
-use crate::notify::{NotifySocket, monotonic_usec};
+use crate::notify::{NotifyDir, NotifySocket, monotonic_usec};
 use crate::spawn::{self, Plan};
 use crate::{error, info, warn};
 
@@ -71,7 +71,7 @@ impl Supervisor<'_> {
             warn!(Subject::NONE, "cannot reset O_NONBLOCK on the sockets: {e}");
         }
         let notify = match self.cfg.ready {
-            Ready::Notify => match NotifySocket::bind(id) {
+            Ready::Notify => match self.bind_notify(id) {
                 Ok(socket) => Some(socket),
                 Err(e) => {
                     error!(
@@ -130,6 +130,21 @@ impl Supervisor<'_> {
         info!(generation.subject(), "started {}", executable.display());
         self.generations.push(generation);
         Ok(id)
+    }
+
+    /// Generation `id`'s NOTIFY_SOCKET, in the notify directory created with the first one.
+    /// Root, graceful-run's own uid and `--user`'s may send to it.
+    fn bind_notify(&mut self, id: u64) -> std::io::Result<NotifySocket> {
+        let dir = match self.notify_dir.take() {
+            Some(dir) => dir,
+            None => NotifyDir::create(self.cfg.user.as_ref())?,
+        };
+        let dir = self.notify_dir.insert(dir);
+        let allowed: Vec<u32> = [0, nix::unistd::geteuid().as_raw()]
+            .into_iter()
+            .chain(self.cfg.user.as_ref().map(|u| u.uid))
+            .collect();
+        dir.bind(id, &allowed)
     }
 
     pub(super) fn on_ready(&mut self, id: u64) {

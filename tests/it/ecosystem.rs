@@ -1149,7 +1149,9 @@ fn notify_socket_hears_ready_reloading_and_stopping() {
     assert_eq!(children.len(), 2, "{}", gr.output());
     for socket in &children {
         assert!(
-            socket.starts_with("@graceful-run/") && *socket != systemd.address,
+            socket.starts_with('/')
+                && socket.contains("/graceful-run.")
+                && *socket != systemd.address,
             "a generation got NOTIFY_SOCKET={socket}"
         );
     }
@@ -1257,4 +1259,163 @@ fn dropped_log_lines_are_reported_when_stderr_drains() {
         seen.contains("log lines were dropped: stderr was full"),
         "no report of dropped lines in {seen:?}"
     );
+}
+
+// ----- each generation's NOTIFY_SOCKET ---------------------------------------------------------
+
+/// A python sd_notify client that knows nothing of abstract `@names`: prints the address it
+/// got, sends READY=1 to it as a path, and waits.
+const PLAIN_NOTIFY_CLIENT: &str = "import os, socket, time\n\
+     address = os.environ['NOTIFY_SOCKET']\n\
+     print('notify=' + address, flush=True)\n\
+     socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM).sendto(b'READY=1', address)\n\
+     time.sleep(1000)\n";
+
+/// The NOTIFY_SOCKET that generation `index` (0-based) printed.
+fn printed_notify_socket(gr: &Gr, index: usize) -> std::path::PathBuf {
+    gr.poll("the command printed its NOTIFY_SOCKET", || {
+        gr.stdout
+            .snapshot()
+            .iter()
+            .filter_map(|l| l.strip_prefix("notify=").map(std::path::PathBuf::from))
+            .nth(index)
+    })
+}
+
+/// Under `--user nobody`, NOTIFY_SOCKET is a socket file (not an abstract name) in a private
+/// directory: mode 0700, owned by nobody, which can send READY=1 to it; another user cannot.
+/// A generation's socket goes with it, the directory with graceful-run.
+#[test]
+fn notify_socket_is_a_private_file_reachable_by_the_user() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    use std::os::unix::process::CommandExt;
+    let python = "/usr/bin/python3";
+    let mut gr = start(
+        &[],
+        &[
+            "--ready",
+            "notify",
+            "--user",
+            "nobody",
+            "--",
+            python,
+            "-c",
+            PLAIN_NOTIFY_CLIENT,
+        ],
+    );
+    let socket = printed_notify_socket(&gr, 0);
+    gr.wait_stderr("gen 1 (pid");
+    gr.wait_stderr("ready after");
+    assert!(socket.is_absolute(), "{}", socket.display());
+    let dir = socket
+        .parent()
+        .expect("the socket is in a directory")
+        .to_path_buf();
+    let dir_meta = std::fs::metadata(&dir).expect("the directory exists");
+    assert_eq!(dir_meta.permissions().mode() & 0o7777, 0o700);
+    assert_eq!(dir_meta.uid(), 65534, "owned by nobody");
+    let socket_meta = std::fs::metadata(&socket).expect("the socket exists");
+    assert_eq!(socket_meta.uid(), 65534, "owned by nobody");
+
+    // Another user (daemon, uid 1) cannot reach it.
+    let mut intruder = Command::new(python);
+    intruder
+        .args([
+            "-c",
+            "import socket, sys\n\
+             try:\n    socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM).sendto(b'READY=1', sys.argv[1])\n\
+             except PermissionError:\n    print('refused')\n",
+        ])
+        .arg(&socket)
+        .uid(1)
+        .gid(1);
+    let output = run_to_end(intruder);
+    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "refused");
+
+    // A restart: generation 2 gets a socket of its own; generation 1's goes with it.
+    gr.signal(libc::SIGHUP);
+    let second = printed_notify_socket(&gr, 1);
+    assert_ne!(second, socket);
+    assert_eq!(second.parent(), Some(dir.as_path()));
+    gr.wait_stderr("takes over from gen 1");
+    poll_until("generation 1's socket is removed", || !socket.exists());
+    assert!(second.exists());
+
+    gr.signal(libc::SIGTERM);
+    gr.wait_exit();
+    assert!(!dir.exists(), "the notify directory outlived graceful-run");
+}
+
+/// systemd's own client, `systemd-notify --ready`, makes a generation ready.
+#[test]
+fn systemd_notify_makes_a_generation_ready() {
+    if !std::path::Path::new("/usr/bin/systemd-notify").exists() {
+        eprintln!("SKIPPED: systemd-notify is not installed");
+        return;
+    }
+    let marker = crate::support::sleep_marker();
+    let _cleanup = crate::support::KillOnDrop(marker.clone());
+    let script = format!("systemd-notify --ready && exec sleep {marker}");
+    let mut gr = start(&[], &["--ready", "notify", "--", "sh", "-c", &script]);
+    gr.wait_stderr("ready after");
+    gr.signal(libc::SIGTERM);
+    assert_eq!(
+        killed_by(gr.wait_exit()),
+        Some(libc::SIGTERM),
+        "{}",
+        gr.output()
+    );
+}
+
+/// puma with Debian's ruby `sd_notify` gem, which does not understand abstract `@names` (it
+/// crashed puma at boot), becomes ready on its NOTIFY_SOCKET and serves the inherited unix
+/// socket.
+#[test]
+fn puma_becomes_ready_through_sd_notify() {
+    let available = Command::new("ruby")
+        .args(["-e", "require 'sd_notify'; require 'puma'"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !available {
+        assert!(
+            std::env::var_os("GRACEFUL_RUN_TEST_REQUIRE_PUMA").is_none(),
+            "puma and ruby-sd-notify are required here"
+        );
+        eprintln!("SKIPPED: puma or ruby-sd-notify is not installed");
+        return;
+    }
+    let dir = TempDir::new("eco-puma");
+    let app = dir.join("config.ru");
+    std::fs::write(
+        &app,
+        "run ->(env) { [200, {'Content-Type' => 'text/plain', 'X-Pid' => Process.pid.to_s}, ['hello']] }\n",
+    )
+    .expect("the temp dir is writable");
+    let socket = dir.join("puma.sock");
+    let mut gr = start(
+        &[],
+        &[
+            "--ready",
+            "notify",
+            "--ready-timeout",
+            "30s",
+            "-l",
+            &format!("unix:{}", socket.display()),
+            "--",
+            "puma",
+            "--environment",
+            "production",
+            "-b",
+            &format!("unix://{}", socket.display()),
+            &app.display().to_string(),
+        ],
+    );
+    let pid = gr.generation_pid(1);
+    gr.wait_stderr("ready after");
+    let reply = crate::support::http::get(&crate::support::http::Target::Unix(socket), "/")
+        .unwrap_or_else(|e| panic!("puma answers: {e:?}\n{}", gr.output()));
+    assert_eq!(reply.body, "hello");
+    assert_eq!(reply.pid(), pid);
+    gr.signal(libc::SIGTERM);
+    gr.wait_exit();
 }
