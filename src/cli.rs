@@ -71,8 +71,9 @@ pub struct Cli {
     /// Translate a signal passed to the command (repeatable); `FROM:` drops it
     ///
     /// E.g. `--map-signal TERM:QUIT` for servers such as nginx whose graceful stop is QUIT.
-    /// Signals are accepted as `TERM`, `SIGTERM`, `sigterm` or `15` everywhere. In
-    /// GRACEFUL_RUN_MAP_SIGNAL, separate several rules with spaces.
+    /// Signals are accepted as `TERM`, `SIGTERM`, `sigterm` or `15` everywhere, real-time
+    /// signals as `RTMIN+3`, `SIGRTMAX-1` or 34-64. In GRACEFUL_RUN_MAP_SIGNAL, separate
+    /// several rules with spaces.
     #[arg(
         long,
         value_name = "FROM:TO",

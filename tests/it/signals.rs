@@ -585,3 +585,29 @@ fn broken_stderr_with_verbose_logging_still_stops_on_term() {
     assert_eq!(code(status), Some(0), "the probe exits 0 on TERM");
     assert_eq!(received(&gr).last(), Some(&libc::SIGTERM));
 }
+
+/// `--stop-signal` and `--restart-signal` take real-time signals by name.
+#[test]
+fn realtime_stop_and_restart_signals() {
+    assert_eq!(
+        stop_signal_delivered(&["--stop-signal", "SIGRTMIN+2"], libc::SIGTERM),
+        libc::SIGRTMIN() + 2
+    );
+    let probe = probe();
+    let mut gr = Gr::start(&[
+        "--restart-signal",
+        "RTMAX-3",
+        "--ready",
+        "100ms",
+        "--",
+        &probe,
+        "signals",
+    ]);
+    gr.generation_pid(1);
+    gr.wait_stderr("ready after");
+    gr.signal(libc::SIGRTMAX() - 3);
+    gr.wait_stderr("SIGRTMAX-3 received: restarting");
+    gr.generation_pid(2);
+    gr.signal(libc::SIGTERM);
+    gr.wait_exit();
+}
