@@ -31,7 +31,7 @@
 
 use std::io::{self, IoSliceMut};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Mutex;
@@ -140,10 +140,11 @@ impl NotifyDir {
         // A leftover of a generation with the same number cannot exist (numbers are never
         // reused), but a file the owner planted in its own directory could: replace it.
         let _ = std::fs::remove_file(&path);
-        bind(fd.as_raw_fd(), &UnixAddr::new(&path)?)?;
+        // The file is created 0700 by bind itself: a chmod afterwards would follow a symlink
+        // that the directory's owner (--user) could swap in meanwhile.
+        with_private_umask(|| bind(fd.as_raw_fd(), &UnixAddr::new(&path)?))?;
         // From here on the file is removed by NotifySocket's drop, or right here on failure.
         let socket = SocketFile(path);
-        std::fs::set_permissions(&socket.0, std::fs::Permissions::from_mode(0o600))?;
         let dir_meta = std::fs::metadata(&self.path)?;
         if dir_meta.uid() != nix::unistd::geteuid().as_raw() {
             // The directory belongs to --user: so does the socket, which it must write to.
@@ -224,23 +225,31 @@ fn usable_base(base: &Path, owner: Option<&Credentials>) -> bool {
 fn create_private(base: &Path, owner: Option<&Credentials>) -> io::Result<PathBuf> {
     loop {
         let path = base.join(format!("graceful-run.{}", crate::random::token()));
-        match std::fs::DirBuilder::new().mode(0o700).create(&path) {
+        // Exactly 0700, whatever the umask, without a chmod that would follow a symlink.
+        match with_private_umask(|| std::fs::DirBuilder::new().mode(0o700).create(&path)) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
             Err(e) => return Err(e),
         }
-        // The umask may have cleared bits of 0700; nothing else can have been added.
-        let owned = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o700))
-            .and_then(|()| match owner {
-                Some(owner) => std::os::unix::fs::lchown(&path, Some(owner.uid), Some(owner.gid)),
-                None => Ok(()),
-            });
+        let owned = match owner {
+            Some(owner) => std::os::unix::fs::lchown(&path, Some(owner.uid), Some(owner.gid)),
+            None => Ok(()),
+        };
         if let Err(e) = owned {
             let _ = std::fs::remove_dir(&path);
             return Err(e);
         }
         return Ok(path);
     }
+}
+
+/// Runs `create` under umask 077, so that what it creates is exactly as private as asked.
+/// The umask is process-wide; graceful-run creates files from its one thread.
+fn with_private_umask<T>(create: impl FnOnce() -> T) -> T {
+    let previous = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
+    let result = create();
+    nix::sys::stat::umask(previous);
+    result
 }
 
 /// A socket file, removed on drop.
@@ -518,7 +527,8 @@ mod tests {
         assert_eq!(meta.uid(), me());
         let socket = dir.bind(1, &[me()]).unwrap();
         let file = PathBuf::from(socket.address());
-        assert!(file.exists());
+        let socket_mode = std::fs::symlink_metadata(&file).unwrap().mode();
+        assert_eq!(socket_mode & 0o777, 0o700, "{socket_mode:o}");
         drop(socket);
         assert!(!file.exists(), "the socket file outlived its socket");
         let _second = dir.bind(2, &[me()]).unwrap();
