@@ -267,8 +267,8 @@ pub struct Cli {
 
     /// Write graceful-run's own pid to PATH, so scripts can `kill -HUP "$(cat PATH)"`
     ///
-    /// Written atomically and removed at exit. graceful-run refuses to start if PATH names a
-    /// live graceful-run.
+    /// Written atomically (mode 0644) and removed at exit. The file stays locked (flock) while
+    /// graceful-run runs: a second instance given the same PATH refuses to start.
     #[arg(
         long,
         value_name = "PATH",
