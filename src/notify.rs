@@ -368,6 +368,16 @@ impl NotifySocket {
     }
 }
 
+impl Drop for NotifySocket {
+    fn drop(&mut self) {
+        // A window cut short by the generation's end still gets its summary line.
+        self.warnings
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .summarise(self.generation);
+    }
+}
+
 /// What one datagram turned out to be.
 #[derive(Debug, PartialEq, Eq)]
 enum Datagram {
