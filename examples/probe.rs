@@ -263,7 +263,8 @@ fn print_signals(ignore_stop: bool) {
     let (read, write) = nix::unistd::pipe().expect("a fresh process has fds to spare");
     SIGNAL_PIPE.store(write.as_raw_fd(), std::sync::atomic::Ordering::Relaxed);
     std::mem::forget(write);
-    for signal in 1..=31 {
+    // Real-time signals too, so tests can check they are forwarded.
+    for signal in (1..=31).chain(libc::SIGRTMIN()..=libc::SIGRTMAX()) {
         if [libc::SIGKILL, libc::SIGSTOP].contains(&signal) {
             continue;
         }

@@ -71,8 +71,9 @@ pub struct Cli {
     /// Translate a signal passed to the command (repeatable); `FROM:` drops it
     ///
     /// E.g. `--map-signal TERM:QUIT` for servers such as nginx whose graceful stop is QUIT.
-    /// Signals are accepted as `TERM`, `SIGTERM`, `sigterm` or `15` everywhere. In
-    /// GRACEFUL_RUN_MAP_SIGNAL, separate several rules with spaces.
+    /// Signals are accepted as `TERM`, `SIGTERM`, `sigterm` or `15` everywhere, real-time
+    /// signals as `RTMIN+3`, `SIGRTMAX-1` or 34-64. In GRACEFUL_RUN_MAP_SIGNAL, separate
+    /// several rules with spaces.
     #[arg(
         long,
         value_name = "FROM:TO",
@@ -285,8 +286,8 @@ pub struct Cli {
 
     /// Write graceful-run's own pid to PATH, so scripts can `kill -HUP "$(cat PATH)"`
     ///
-    /// Written atomically and removed at exit. graceful-run refuses to start if PATH names a
-    /// live graceful-run.
+    /// Written atomically (mode 0644) and removed at exit. The file stays locked (flock) while
+    /// graceful-run runs: a second instance given the same PATH refuses to start.
     #[arg(
         long,
         value_name = "PATH",

@@ -116,8 +116,10 @@ pub const SECTIONS: &[Section] = &[
                  honoured: a server may ask for its own replacement.",
             ),
             Para(
-                "Signals are written TERM, SIGTERM, sigterm or 15. When graceful-run is killed \
-                 with SIGKILL, the command receives SIGKILL too (PR_SET_PDEATHSIG).",
+                "Signals are written TERM, SIGTERM, sigterm or 15; real-time signals, which are \
+                 forwarded like any other, RTMIN, RTMIN+3, SIGRTMAX-1 or 34-64. When \
+                 graceful-run is killed with SIGKILL, the command receives SIGKILL too \
+                 (PR_SET_PDEATHSIG), also under --user.",
             ),
         ],
     },

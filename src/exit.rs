@@ -19,7 +19,6 @@
 use std::fmt;
 
 use nix::libc;
-use nix::sys::signal::{SigHandler, SigSet, SigmaskHow, pthread_sigmask};
 use nix::sys::wait::WaitStatus;
 
 use crate::signal::Signal;
@@ -38,6 +37,8 @@ pub enum ChildExit {
 }
 
 impl ChildExit {
+    /// From nix's decoded status. nix cannot decode real-time signal deaths at all: the
+    /// reaper decodes raw statuses itself (`reaper::decode`).
     pub fn from_wait(status: WaitStatus) -> Option<ChildExit> {
         match status {
             WaitStatus::Exited(_, code) => Some(ChildExit::Exited(code)),
@@ -176,22 +177,23 @@ pub fn terminate(ending: Ending) -> ! {
     }
 }
 
-/// Dies by `signal` with its default action and no core dump.
+/// Dies by `signal` with its default action and no core dump. Raw numbers throughout: nix's
+/// signal functions cannot name real-time signals, whose default action also kills.
 fn raise_default(signal: Signal) {
     // A core dump of graceful-run would be noise: the command's own dump, if any, is what
     // matters, and it has already happened.
     let _ = nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_CORE, 0, 0);
-    let nix_signal = signal.as_nix();
-    // SAFETY: restoring the default disposition installs no Rust code as a handler.
-    let _ = unsafe { nix::sys::signal::signal(nix_signal, SigHandler::SigDfl) };
-    let mut set = SigSet::empty();
-    set.add(nix_signal);
-    let _ = pthread_sigmask(SigmaskHow::SIG_UNBLOCK, Some(&set), None);
-    // kill(2) to ourselves delivers an unblocked signal before it returns.
-    // SAFETY: plain syscalls with no memory arguments.
+    // SAFETY: restoring the default disposition installs no Rust code as a handler; the set
+    // is a live local initialised by sigemptyset before use.
     unsafe {
-        libc::kill(libc::getpid(), signal.raw());
+        libc::signal(signal.raw(), libc::SIG_DFL);
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, signal.raw());
+        libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
     }
+    // kill(2) to ourselves delivers an unblocked signal before it returns.
+    let _ = crate::signal::send(nix::unistd::Pid::this(), signal);
 }
 
 #[cfg(test)]
@@ -224,6 +226,20 @@ mod tests {
             Ending::Raise(Signal::TERM)
         );
         assert_eq!(decide(killed(Signal::TERM), &map, true), Ending::Exit(143));
+    }
+
+    #[test]
+    fn realtime_deaths_are_reraised_and_coded() {
+        let rt = Signal::from_raw(40).expect("40 is SIGRTMIN+6 with glibc");
+        let map = ExitCodeMap::default();
+        assert_eq!(decide(killed(rt), &map, false), Ending::Raise(rt));
+        assert_eq!(decide(killed(rt), &map, true), Ending::Exit(168));
+        let exit = ChildExit::Signaled {
+            signal: rt,
+            core_dumped: false,
+        };
+        assert_eq!(exit.status_text(), "RTMIN+6");
+        assert_eq!(exit.to_string(), "killed by SIGRTMIN+6");
     }
 
     #[test]

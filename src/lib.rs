@@ -17,6 +17,7 @@
 //! - `log`: graceful-run's own lines on stderr, text or JSON, never blocking.
 //! - `doc`: the reference sections shared by `--help` and the man page.
 //! - `pid_file`: `--pid-file`.
+//! - `random`: unpredictable names for files in shared directories.
 
 pub mod child_env;
 pub mod cli;
@@ -28,6 +29,7 @@ pub mod log;
 pub mod notify;
 pub mod pid_file;
 pub mod process;
+pub mod random;
 pub mod reaper;
 pub mod signal;
 pub mod spawn;

@@ -16,10 +16,15 @@
 //!   would otherwise raise SIGTTOU, whose handler returns, and the kernel would restart the
 //!   write forever. With the signal blocked the kernel lets the write through.
 //! - anything else (a file, /dev/null): a plain write.
+//!
+//! Once a write fails with EPIPE (the reader of a pipe or socket is gone for good), nothing is
+//! written to stderr again. Each such write also raises SIGPIPE, which graceful-run receives
+//! as an event and, with `-v`, logs: writing on would turn one broken pipe into a 100% CPU
+//! loop of signals and log lines that starves TERM.
 
 use std::fmt::{self, Write as _};
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use nix::errno::Errno;
 use nix::libc;
@@ -76,6 +81,9 @@ impl Stderr {
 /// Lines dropped because stderr was full, not yet reported.
 static DROPPED: AtomicU64 = AtomicU64::new(0);
 
+/// Set at the first EPIPE on stderr: from then on nothing is written (see the module docs).
+static BROKEN: AtomicBool = AtomicBool::new(false);
+
 static LOGGER: OnceLock<Logger> = OnceLock::new();
 
 /// Sets the level and format once, after the flags are parsed. Lines logged before (flag
@@ -120,6 +128,14 @@ impl Subject {
         }
     }
 
+    /// A generation whose pid is not known (yet), e.g. for its notify socket.
+    pub fn generation_only(generation: u64) -> Subject {
+        Subject {
+            generation: Some(generation),
+            pid: None,
+        }
+    }
+
     pub fn pid(pid: i32) -> Subject {
         Subject {
             generation: None,
@@ -129,7 +145,7 @@ impl Subject {
 }
 
 pub fn write(level: Level, subject: Subject, message: fmt::Arguments<'_>) {
-    if !enabled(level) {
+    if !enabled(level) || BROKEN.load(Ordering::Relaxed) {
         return;
     }
     let dropped = DROPPED.swap(0, Ordering::Relaxed);
@@ -152,6 +168,9 @@ fn text_line(level: Level, subject: Subject, message: fmt::Arguments<'_>) -> Str
     match (subject.generation, subject.pid) {
         (Some(generation), Some(pid)) => {
             let _ = write!(line, "gen {generation} (pid {pid}): ");
+        }
+        (Some(generation), None) => {
+            let _ = write!(line, "gen {generation}: ");
         }
         (None, Some(pid)) => {
             let _ = write!(line, "pid {pid}: ");
@@ -200,6 +219,9 @@ fn push_json_escaped(out: &mut String, text: &str) {
 
 /// Writes one line to stderr without ever blocking on a stalled reader.
 fn emit(line: &str) {
+    if BROKEN.load(Ordering::Relaxed) {
+        return;
+    }
     match logger().stderr {
         Stderr::Stream => {
             if !write_without_waiting(line.as_bytes()) {
@@ -232,6 +254,10 @@ fn write_without_waiting(line: &[u8]) -> bool {
                 write_all(rest);
                 return true;
             }
+            Err(Errno::EPIPE) => {
+                BROKEN.store(true, Ordering::Relaxed);
+                return true;
+            }
             // A closed stderr must not stop the service.
             Err(_) => return true,
         }
@@ -245,6 +271,10 @@ fn write_all(mut bytes: &[u8]) {
             Ok(0) => break,
             Ok(n) => bytes = &bytes[n..],
             Err(Errno::EINTR) => continue,
+            Err(Errno::EPIPE) => {
+                BROKEN.store(true, Ordering::Relaxed);
+                break;
+            }
             // A closed stderr must not stop the service.
             Err(_) => break,
         }

@@ -13,7 +13,9 @@ fn main() {
             exit::terminate(exit::Ending::Exit(0));
         }
         Err(config::Stop::Invalid(message)) => {
-            eprintln!("graceful-run: {message}");
+            // Not eprintln!, which panics (exit 134) when stderr is a broken pipe: the status
+            // must still say "bad flag".
+            let _ = writeln!(std::io::stderr(), "graceful-run: {message}");
             exit::terminate(exit::Ending::Exit(exit::FAILURE));
         }
     };

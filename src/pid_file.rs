@@ -1,26 +1,54 @@
 //! `--pid-file`: graceful-run's own pid, for `kill -HUP "$(cat PATH)"`.
 //!
-//! Written to a temporary file in the same directory and renamed into place, so a reader
-//! never sees a partial file. A file that names a live graceful-run other than this one makes
-//! startup fail; a stale file (dead pid, or a pid now used by another program, or our own pid
-//! as happens with PID 1 in a restarted container) is replaced. The file is removed at exit
-//! if it still holds our pid.
+//! The pid is written to a temporary file in the same directory and moved into place, so a
+//! reader never sees a partial file. graceful-run usually runs as root and the directory may
+//! be writable by others (/tmp), so the temporary file is made safely:
+//! - an unpredictable name (random bytes from getrandom(2)) opened with
+//!   `O_CREAT|O_EXCL|O_NOFOLLOW|O_CLOEXEC`: a symlink planted at the name is never followed
+//!   (O_EXCL fails on any existing name, and the name cannot be guessed anyway);
+//! - mode 0644 set with fchmod, whatever the umask (0666 under `umask 000` would let anyone
+//!   rewrite the pid that a `kill "$(cat PATH)"` targets).
+//!
+//! The file is locked (`flock`, exclusive) for graceful-run's whole life, through an fd kept
+//! open until exit. A pid file whose lock is held belongs to a running instance, and startup
+//! fails naming its pid. Claiming the path is race-free between instances started at once:
+//! - no file yet: `link(2)` the temporary file to the path, which fails if another instance
+//!   created it first (then it is examined like an existing file);
+//! - a file exists: lock it; if it is locked, it is in use; if we get the lock it is stale
+//!   (its owner is gone, its lock with it), and it is replaced by `rename(2)` while we still
+//!   hold its lock, so a racing instance either fails to lock it or finds our locked file.
+//!
+//! A stale file written by an older graceful-run without a lock is still checked by content:
+//! if it names a live graceful-run other than this one, startup fails. Our own pid (PID 1 in
+//! a restarted container) or a pid now used by another program is stale.
+//!
+//! At exit the file is removed if the path is still the inode we created, so a newer
+//! instance's file survives.
 
 use std::fs;
 use std::io::Write;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::fcntl::{OFlag, open};
+use nix::libc;
+use nix::sys::stat::{Mode, fchmod, fstat};
+
+/// How often a claim is retried when another instance changes the path under us: each retry
+/// follows a real change by another process, so a few are plenty.
+const CLAIM_ATTEMPTS: usize = 16;
 
 pub struct PidFile {
     path: PathBuf,
-    pid: u32,
+    /// The locked file, open for graceful-run's life: the lock says "in use".
+    file: OwnedFd,
 }
 
 impl PidFile {
     pub fn create(path: &Path) -> Result<PidFile, String> {
         let pid = std::process::id();
-        if let Some(other) = live_owner(path, pid) {
-            return Err(format!("graceful-run is already running as pid {other}"));
-        }
         let directory = match path.parent() {
             Some(dir) if !dir.as_os_str().is_empty() => dir,
             _ => Path::new("."),
@@ -29,29 +57,116 @@ impl PidFile {
             .file_name()
             .ok_or("the path has no file name")?
             .to_string_lossy();
-        let temporary = directory.join(format!(".{file_name}.{pid}.tmp"));
-        let written = fs::File::create(&temporary)
-            .and_then(|mut file| {
-                file.write_all(format!("{pid}\n").as_bytes())?;
-                file.sync_all()
-            })
-            .and_then(|()| fs::rename(&temporary, path));
-        if let Err(e) = written {
-            let _ = fs::remove_file(&temporary);
-            return Err(format!("cannot write it: {e}"));
-        }
+        let (temporary, file) = create_temporary(directory, &file_name)
+            .map_err(|e| format!("cannot create a file next to it: {}", e.desc()))?;
+        let result = write_pid(&file, pid).and_then(|()| claim(path, &temporary, pid));
+        // Linked or renamed into place, or failed: the temporary name is not needed either way.
+        let _ = fs::remove_file(&temporary);
+        result?;
         Ok(PidFile {
             path: path.to_path_buf(),
-            pid,
+            file,
         })
     }
 }
 
 impl Drop for PidFile {
     fn drop(&mut self) {
-        if read_pid(&self.path) == Some(self.pid) {
+        if is_same_file(&self.path, &self.file) {
             let _ = fs::remove_file(&self.path);
         }
+    }
+}
+
+/// `.NAME.RANDOM.tmp`, created exclusively, never through a symlink, mode 0644, locked.
+fn create_temporary(directory: &Path, file_name: &str) -> nix::Result<(PathBuf, OwnedFd)> {
+    loop {
+        let temporary = directory.join(format!(".{file_name}.{}.tmp", crate::random::token()));
+        let flags =
+            OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        let file = match open(&temporary, flags, Mode::from_bits_truncate(0o644)) {
+            Ok(file) => file,
+            // A random name taken: try another.
+            Err(Errno::EEXIST) => continue,
+            Err(e) => return Err(e),
+        };
+        let locked = fchmod(&file, Mode::from_bits_truncate(0o644)).and_then(|()| lock(&file));
+        if let Err(e) = locked {
+            let _ = fs::remove_file(&temporary);
+            return Err(e);
+        }
+        return Ok((temporary, file));
+    }
+}
+
+fn write_pid(file: &OwnedFd, pid: u32) -> Result<(), String> {
+    let mut writer = fs::File::from(
+        file.try_clone()
+            .map_err(|e| format!("cannot write it: {e}"))?,
+    );
+    writer
+        .write_all(format!("{pid}\n").as_bytes())
+        .and_then(|()| writer.sync_all())
+        .map_err(|e| format!("cannot write it: {e}"))
+}
+
+/// An exclusive flock that fails at once (EWOULDBLOCK) when another holds it.
+fn lock(file: &impl AsFd) -> nix::Result<()> {
+    // SAFETY: flock on a live fd; no memory is passed.
+    let result = unsafe { libc::flock(file.as_fd().as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    Errno::result(result).map(drop)
+}
+
+/// Puts `temporary` (locked, holding our pid) at `path` unless a running instance holds it.
+fn claim(path: &Path, temporary: &Path, ours: u32) -> Result<(), String> {
+    for _ in 0..CLAIM_ATTEMPTS {
+        match fs::hard_link(temporary, path) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(format!("cannot create it: {e}")),
+        }
+        let existing = match open(
+            path,
+            OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        ) {
+            Ok(existing) => existing,
+            // Removed since the link failed: try to create it again.
+            Err(Errno::ENOENT) => continue,
+            Err(Errno::ELOOP) => {
+                return Err("the path is a symbolic link; refusing to follow it".into());
+            }
+            Err(e) => return Err(format!("cannot open the existing file: {}", e.desc())),
+        };
+        match lock(&existing) {
+            Ok(()) => {}
+            Err(Errno::EWOULDBLOCK) => {
+                return Err(match read_pid(path) {
+                    Some(pid) => format!("graceful-run is already running as pid {pid}"),
+                    None => "another graceful-run holds it".to_string(),
+                });
+            }
+            Err(e) => return Err(format!("cannot lock the existing file: {}", e.desc())),
+        }
+        if !is_same_file(path, &existing) {
+            // Replaced between our open and our lock: look again.
+            continue;
+        }
+        // Stale by its lock; an unlocked file from an older graceful-run is judged by content.
+        if let Some(other) = live_owner(path, ours) {
+            return Err(format!("graceful-run is already running as pid {other}"));
+        }
+        // Still holding the stale file's lock, so no other instance can claim it meanwhile.
+        return fs::rename(temporary, path).map_err(|e| format!("cannot replace it: {e}"));
+    }
+    Err("other processes keep replacing it".into())
+}
+
+/// Whether `path` (not following a symlink) is the file open as `file`.
+fn is_same_file(path: &Path, file: &impl AsFd) -> bool {
+    match (fs::symlink_metadata(path), fstat(file.as_fd())) {
+        (Ok(meta), Ok(stat)) => meta.dev() == stat.st_dev && meta.ino() == stat.st_ino,
+        _ => false,
     }
 }
 

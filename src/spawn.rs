@@ -15,20 +15,23 @@
 //! 2. `tcsetpgrp`: if graceful-run was the terminal's foreground group, the new group takes
 //!    the terminal, so the command can read it and Ctrl-C reaches it. SIGTTOU is blocked at
 //!    this point (see below), which is what lets a background process do this.
-//! 3. `PR_SET_PDEATHSIG(SIGKILL)`, then a check that the parent is still the one that forked
-//!    (it may have died before the prctl). The death signal fires when the *thread* that
-//!    forked exits: graceful-run forks only from its one runtime thread, which lives as long
-//!    as the process.
-//! 4. fds: every listener is first moved above the target range (`F_DUPFD_CLOEXEC`), then
+//! 3. fds: every listener is first moved above the target range (`F_DUPFD_CLOEXEC`), then
 //!    `dup2`'d to 3, 4, ...; `dup2` clears `FD_CLOEXEC` on the copy, and because the source is
 //!    always a different fd the "dup2(fd, fd) is a no-op that keeps CLOEXEC" trap cannot
 //!    happen. Every other fd above the range is marked close-on-exec (`close_range`, or a raw
 //!    `getdents64` walk of /proc/self/fd on kernels older than 5.11): nothing of
 //!    graceful-run's, nor anything graceful-run inherited, reaches the command.
-//! 5. Signal dispositions: default for every signal, except those that were ignored when
+//! 4. Signal dispositions: default for every signal, except those that were ignored when
 //!    graceful-run started (e.g. HUP under nohup), which stay ignored as they would without
 //!    graceful-run. SIGPIPE is always reset: Rust's runtime ignores it before `main`.
-//! 6. Supplementary groups, gid, uid (`--user`), last, after everything needing privilege.
+//! 5. Supplementary groups, gid, uid (`--user`), after everything needing privilege.
+//! 6. `PR_SET_PDEATHSIG(SIGKILL)`, then a check that the parent is still the one that forked
+//!    (it may have died at any point since fork, before the prctl took effect). Only after
+//!    step 5: the kernel clears the death signal whenever the credentials change, so one set
+//!    earlier would be gone for a `--user` command, which would outlive a SIGKILLed
+//!    graceful-run holding the sockets. The death signal fires when the *thread* that
+//!    forked exits: graceful-run forks only from its one runtime thread, which lives as long
+//!    as the process.
 //! 7. The `LISTEN_PID` digits are written into the slot prepared before fork.
 //! 8. The signal mask is emptied and `execve` runs. A signal that arrived since fork was held
 //!    pending and now acts with its default disposition, as it would on the exec'd program.
@@ -432,20 +435,6 @@ impl ChildSetup<'_> {
                 // Not fatal: the command still runs, without the terminal's foreground.
                 libc::tcsetpgrp(terminal, libc::getpid());
             }
-            if libc::prctl(
-                libc::PR_SET_PDEATHSIG,
-                libc::SIGKILL as libc::c_ulong,
-                0,
-                0,
-                0,
-            ) != 0
-            {
-                self.fail(Stage::DeathSignal);
-            }
-            if libc::getppid() != self.parent {
-                // graceful-run died before the prctl took effect: nobody supervises us.
-                libc::_exit(crate::exit::FAILURE);
-            }
             self.place_fds();
             self.close_other_fds();
             self.reset_signals();
@@ -459,6 +448,24 @@ impl ChildSetup<'_> {
                 if libc::setuid(uid) != 0 {
                     self.fail(Stage::Uid);
                 }
+            }
+            // After the credential change, which clears the death signal (see the module
+            // docs). prctl and getppid are plain syscalls, async-signal-safe.
+            if libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGKILL as libc::c_ulong,
+                0,
+                0,
+                0,
+            ) != 0
+            {
+                self.fail(Stage::DeathSignal);
+            }
+            if libc::getppid() != self.parent {
+                // graceful-run died before the prctl took effect: nobody supervises us, and
+                // the death signal will never come. (A re-parented child sees its subreaper
+                // or init here, never the pid recorded before fork.)
+                libc::_exit(crate::exit::FAILURE);
             }
             if let Some(slot) = self.listen_pid_slot {
                 write_decimal(libc::getpid() as u32, slot.add(LISTEN_PID_PREFIX.len()));

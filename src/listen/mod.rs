@@ -11,8 +11,10 @@
 //! - `SO_REUSEADDR` is set on TCP listeners, as systemd does, so graceful-run itself can be
 //!   restarted while old connections sit in TIME_WAIT. `SO_REUSEPORT` is opt-in: with it each
 //!   process gets its own accept queue, and connections queued to an exiting process are reset.
-//! - A unix socket path is replaced only if it is a socket nobody listens on (connect gets
-//!   ECONNREFUSED); a live socket or any other file is an error. At exit the path is removed
+//! - A unix socket path is replaced only if it is a socket nobody listens on (a non-blocking
+//!   connect gets ECONNREFUSED; EAGAIN from a full backlog means a live listener, and never
+//!   hangs startup); a live socket or any other file is an error. The stale file is removed
+//!   only while the path is still the inode that was probed (see `replace_stale`). At exit the path is removed
 //!   only if it is still the inode graceful-run created, so a newer instance's socket survives.
 //!   The path is never touched on restart (node#19729, tableflip#24).
 
@@ -326,10 +328,13 @@ fn open_unix_path(
     path: &Path,
     files: &mut Vec<SocketFile>,
 ) -> Result<OwnedFd, String> {
-    remove_stale_socket(path)?;
     let addr = UnixAddr::new(path).map_err(|e| e.desc().to_string())?;
     let fd = unix_socket()?;
-    bind(fd.as_raw_fd(), &addr).map_err(|e| format!("cannot bind: {}", e.desc()))?;
+    match existing_socket(path)? {
+        // bind(2) creates the file, and fails if one appeared since: no race here.
+        None => bind(fd.as_raw_fd(), &addr).map_err(|e| format!("cannot bind: {}", e.desc()))?,
+        Some(stale) => replace_stale(&fd, path, stale)?,
+    }
     // Recorded before anything else can fail, so that a failure below removes the file.
     let meta = std::fs::symlink_metadata(path).map_err(|e| format!("after bind: {e}"))?;
     files.push(SocketFile {
@@ -344,26 +349,111 @@ fn open_unix_path(
     Ok(fd)
 }
 
-/// Removes `path` if it is a unix socket that nobody listens on.
-fn remove_stale_socket(path: &Path) -> Result<(), String> {
+/// How long the liveness probe of an existing socket may wait for an answer.
+const PROBE_TIMEOUT_MS: u16 = 1000;
+
+/// The identity of a socket file found stale, so that only that very file is replaced.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+struct Stale {
+    dev: u64,
+    ino: u64,
+}
+
+/// `None` when nothing is at `path`; the stale socket's identity when a socket nobody listens
+/// on is there; an error for a live socket or any other file.
+fn existing_socket(path: &Path) -> Result<Option<Stale>, String> {
     use std::os::unix::fs::FileTypeExt;
     let meta = match std::fs::symlink_metadata(path) {
         Ok(meta) => meta,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(format!("cannot inspect the existing path: {e}")),
     };
     if !meta.file_type().is_socket() {
         return Err("the path exists and is not a socket; refusing to replace it".into());
     }
-    match std::os::unix::net::UnixStream::connect(path) {
-        Ok(_) => Err("another process is listening on this socket".into()),
-        Err(e) if e.raw_os_error() == Some(libc::ECONNREFUSED) => {
-            std::fs::remove_file(path).map_err(|e| format!("cannot remove the stale socket: {e}"))
-        }
+    let stale = Stale {
+        dev: meta.dev(),
+        ino: meta.ino(),
+    };
+    match probe(path) {
+        Ok(Liveness::Live) => Err("another process is listening on this socket".into()),
+        Ok(Liveness::Stale) => Ok(Some(stale)),
+        // Removed while we looked: nothing to replace.
+        Ok(Liveness::Gone) => Ok(None),
         Err(e) => Err(format!(
-            "cannot check whether the existing socket is live: {e}"
+            "cannot check whether the existing socket is live: {}",
+            e.desc()
         )),
     }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Liveness {
+    Live,
+    Stale,
+    Gone,
+}
+
+/// Connects to `path` without blocking. A listener whose backlog is full makes a blocking
+/// connect wait until it accepts, possibly forever (a stalled server), which would hang
+/// startup; non-blocking, the kernel answers EAGAIN at once, and that alone proves a
+/// listener. Any other pending answer is waited for at most [`PROBE_TIMEOUT_MS`].
+fn probe(path: &Path) -> nix::Result<Liveness> {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    use nix::sys::socket::connect;
+    let addr = UnixAddr::new(path)?;
+    let fd = socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+        None,
+    )?;
+    match connect(fd.as_raw_fd(), &addr) {
+        Ok(()) | Err(Errno::EAGAIN) => Ok(Liveness::Live),
+        Err(Errno::ECONNREFUSED) => Ok(Liveness::Stale),
+        Err(Errno::ENOENT) => Ok(Liveness::Gone),
+        Err(Errno::EINPROGRESS) => {
+            let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLOUT)];
+            if poll(&mut fds, PollTimeout::from(PROBE_TIMEOUT_MS))? == 0 {
+                // No answer in time, but something holds the address: treat it as live rather
+                // than pull a socket out from under a slow server.
+                return Ok(Liveness::Live);
+            }
+            match nix::sys::socket::getsockopt(&fd, sockopt::SocketError)? {
+                0 => Ok(Liveness::Live),
+                libc::ECONNREFUSED => Ok(Liveness::Stale),
+                errno => Err(Errno::from_raw(errno)),
+            }
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Binds `fd` at `path` in place of the stale socket file probed as `stale`.
+///
+/// The file is unlinked only if the path is still the very file that was probed: a socket
+/// another process created meanwhile (a second instance starting at the same moment) is not
+/// removed, and the refusal says so. Check and unlink are two syscalls, so a sliver of a race
+/// remains (Linux has no "unlink if this inode"), against a whole blocking connect before.
+/// Binding at a temporary name and renaming it over the path would close it, but the socket
+/// would then report the temporary name from getsockname(2), and servers that match
+/// inherited sockets by path (`sd_is_socket_unix`) would not recognise it.
+fn replace_stale(fd: &OwnedFd, path: &Path, stale: Stale) -> Result<(), String> {
+    let still_stale = std::fs::symlink_metadata(path)
+        .is_ok_and(|meta| meta.dev() == stale.dev && meta.ino() == stale.ino);
+    if !still_stale {
+        return Err(
+            "the socket was replaced by another process while graceful-run checked it".into(),
+        );
+    }
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(format!("cannot remove the stale socket: {e}")),
+    }
+    let addr = UnixAddr::new(path).map_err(|e| e.desc().to_string())?;
+    // Fails with EADDRINUSE if another process bound the path since the unlink.
+    bind(fd.as_raw_fd(), &addr).map_err(|e| format!("cannot bind: {}", e.desc()))
 }
 
 fn listen(fd: &OwnedFd, spec: &ListenSpec) -> Result<(), String> {
@@ -375,4 +465,56 @@ fn listen(fd: &OwnedFd, spec: &ListenSpec) -> Result<(), String> {
     Errno::result(result)
         .map(drop)
         .map_err(|e| format!("cannot listen: {}", e.desc()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_path(tag: &str) -> PathBuf {
+        std::env::temp_dir().join(format!("gr-listen-{tag}-{}", crate::random::token()))
+    }
+
+    /// A stale socket file that another process replaced after the probe is not removed.
+    #[test]
+    fn a_replaced_stale_socket_is_left_alone() {
+        let path = temp_path("replaced");
+        drop(std::os::unix::net::UnixListener::bind(&path).expect("the temp dir is writable"));
+        let stale = existing_socket(&path)
+            .expect("a stale socket is not an error")
+            .expect("and it is found");
+        // Another instance replaces it between our probe and our unlink. A second link keeps
+        // the stale inode allocated, so the newer socket cannot get its number.
+        let keeper = temp_path("keeper");
+        std::fs::hard_link(&path, &keeper).expect("same directory");
+        std::fs::remove_file(&path).expect("the file is ours");
+        let newer = std::os::unix::net::UnixListener::bind(&path).expect("rebinds");
+        let newer_inode = std::fs::symlink_metadata(&path).expect("bound").ino();
+        let fd = unix_socket().expect("a socket");
+        let result = replace_stale(&fd, &path, stale);
+        let inode_after = std::fs::symlink_metadata(&path).map(|m| m.ino()).ok();
+        let _ = std::fs::remove_file(&path);
+        let _ = std::fs::remove_file(&keeper);
+        drop(newer);
+        assert_ne!(newer_inode, stale.ino);
+        assert!(result.unwrap_err().contains("replaced by another process"));
+        assert_eq!(
+            inode_after,
+            Some(newer_inode),
+            "the newer socket is untouched"
+        );
+    }
+
+    #[test]
+    fn a_stale_socket_is_replaced() {
+        let path = temp_path("stale");
+        drop(std::os::unix::net::UnixListener::bind(&path).expect("the temp dir is writable"));
+        let stale = existing_socket(&path)
+            .expect("a stale socket is not an error")
+            .expect("and it is found");
+        let fd = unix_socket().expect("a socket");
+        let result = replace_stale(&fd, &path, stale);
+        let _ = std::fs::remove_file(&path);
+        assert_eq!(result, Ok(()));
+    }
 }

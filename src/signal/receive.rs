@@ -1,8 +1,10 @@
 //! Receiving signals as events, with who sent them.
 //!
-//! graceful-run handles every catchable signal (1-31 except KILL and STOP) itself: as PID 1
-//! the kernel drops any signal without a handler, and every one of them is either acted on
-//! (TERM, INT, the restart signal, CHLD) or forwarded to the command. Handlers, not a blocked
+//! graceful-run handles every catchable signal (1-31 except KILL and STOP, and the real-time
+//! signals SIGRTMIN..SIGRTMAX) itself: as PID 1 the kernel drops any signal without a handler,
+//! elsewhere an unhandled real-time signal would kill graceful-run outright (its default
+//! action) and leave its socket files behind; and every one of them is either acted on (TERM,
+//! INT, the restart signal, CHLD) or forwarded to the command, as tini does. Handlers, not a blocked
 //! mask with signalfd, so that nothing is blocked in the process the command is forked from.
 //!
 //! The sender's pid comes with each signal (`siginfo_t`), which lets the supervisor ignore a
@@ -17,7 +19,10 @@
 //!   registry with a handler that tells a real fault (`si_code > 0`, set by the kernel) from a
 //!   signal sent with kill(2) (`si_code <= 0`). A real fault restores the default action and
 //!   returns, so the fault repeats and kills graceful-run with a core dump, as it should; a
-//!   sent one is written as an 8-byte record (signal, pid) to a pipe of its own.
+//!   sent one is written as an 8-byte record (signal, pid) to a datagram socket pair of its
+//!   own. One datagram is one record, received whole or not at all, which keeps
+//!   [`SignalReceiver::next`] cancel-safe inside a `select!` (a byte stream read with
+//!   `read_exact` would lose a half-read record when the other branch wins).
 
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
@@ -27,7 +32,6 @@ use nix::libc;
 use signal_hook::iterator::exfiltrator::WithOrigin;
 use signal_hook::low_level::siginfo::Cause;
 use signal_hook_tokio::SignalsInfo;
-use tokio::io::AsyncReadExt;
 
 use super::Signal;
 
@@ -43,9 +47,9 @@ pub struct Received {
 
 pub struct SignalReceiver {
     ordinary: SignalsInfo<WithOrigin>,
-    faults: tokio::net::UnixStream,
-    /// Keeps the write end of the faults pipe open for the handlers.
-    _fault_writer: std::os::unix::net::UnixStream,
+    faults: tokio::net::UnixDatagram,
+    /// Keeps the write end of the faults socket open for the handlers.
+    _fault_writer: std::os::unix::net::UnixDatagram,
 }
 
 /// Signals that were ignored when graceful-run started (e.g. HUP under nohup). Read before
@@ -66,7 +70,8 @@ pub fn originally_ignored() -> Vec<Signal> {
 }
 
 impl SignalReceiver {
-    /// Installs handlers for every catchable signal. Must run inside the tokio runtime.
+    /// Installs handlers for every catchable signal, real-time ones included. Must run inside
+    /// the tokio runtime.
     pub fn install() -> io::Result<SignalReceiver> {
         let ordinary: Vec<i32> = Signal::all()
             .filter(|s| s.is_catchable() && !s.is_fault())
@@ -74,7 +79,7 @@ impl SignalReceiver {
             .collect();
         let ordinary = SignalsInfo::<WithOrigin>::new(ordinary)?;
 
-        let (reader, writer) = std::os::unix::net::UnixStream::pair()?;
+        let (reader, writer) = std::os::unix::net::UnixDatagram::pair()?;
         reader.set_nonblocking(true)?;
         writer.set_nonblocking(true)?;
         let write_fd = writer.as_raw_fd();
@@ -90,40 +95,54 @@ impl SignalReceiver {
         }
         Ok(SignalReceiver {
             ordinary,
-            faults: tokio::net::UnixStream::from_std(reader)?,
+            faults: tokio::net::UnixDatagram::from_std(reader)?,
             _fault_writer: writer,
         })
     }
 
     /// The next signal. Never returns None: the handlers live as long as the process.
+    ///
+    /// Cancel-safe: both branches either take a whole signal or nothing (signal-hook's stream
+    /// keeps undelivered signals pending; a datagram is received whole or stays queued).
     pub async fn next(&mut self) -> Received {
+        loop {
+            if let Some(received) = self.next_once().await {
+                return received;
+            }
+        }
+    }
+
+    async fn next_once(&mut self) -> Option<Received> {
         let mut record = [0u8; 8];
         tokio::select! {
             origin = std::future::poll_fn(|cx| std::pin::Pin::new(&mut self.ordinary).poll_next(cx)) => {
                 let origin = origin.expect("signal-hook's stream ends only when it is closed, and it never is");
-                Received {
+                Some(Received {
                     signal: Signal::from_raw(origin.signal)
-                        .expect("only signals 1-31 are registered"),
+                        .expect("only signals Signal::from_raw accepts are registered"),
                     sender: origin.process.map(|p| p.pid),
                     from_kernel: origin.cause == Cause::Kernel,
-                }
+                })
             }
-            read = self.faults.read_exact(&mut record) => {
-                read.expect("the fault pipe's write end lives as long as the receiver");
+            read = self.faults.recv(&mut record) => {
+                // Only the handler writes here, always 8 bytes; anything else is skipped.
+                if read.ok()? != record.len() {
+                    return None;
+                }
                 let signal = i32::from_ne_bytes([record[0], record[1], record[2], record[3]]);
                 let sender = i32::from_ne_bytes([record[4], record[5], record[6], record[7]]);
-                Received {
-                    signal: Signal::from_raw(signal).expect("only ILL, FPE and SEGV are written"),
+                Some(Received {
+                    signal: Signal::from_raw(signal)?,
                     sender: Some(sender),
                     from_kernel: false,
-                }
+                })
             }
         }
     }
 }
 
 /// The handler for ILL, FPE and SEGV (see the module docs).
-fn fault_or_sent(info: &libc::siginfo_t, pipe: RawFd) {
+fn fault_or_sent(info: &libc::siginfo_t, socket: RawFd) {
     let signal = info.si_signo;
     if info.si_code > 0 {
         // A real fault in graceful-run: let it be fatal.
@@ -136,8 +155,9 @@ fn fault_or_sent(info: &libc::siginfo_t, pipe: RawFd) {
     let mut record = [0u8; 8];
     record[..4].copy_from_slice(&signal.to_ne_bytes());
     record[4..].copy_from_slice(&pid.to_ne_bytes());
-    // SAFETY: write(2) is async-signal-safe; a full pipe drops the record (thousands queued).
-    unsafe { libc::write(pipe, record.as_ptr().cast(), record.len()) };
+    // SAFETY: write(2) is async-signal-safe; a full socket buffer drops the record (hundreds
+    // are queued before that happens).
+    unsafe { libc::write(socket, record.as_ptr().cast(), record.len()) };
 }
 
 #[cfg(test)]

@@ -62,6 +62,7 @@ use std::time::{Duration, Instant};
 use crate::cli::{Ready, RestartPolicy};
 use crate::exit::{ChildExit, NOT_READY, Outcome};
 use crate::log::{Level, Subject};
+use crate::reaper::{self, Status};
 use crate::signal::{Mapping, Signal, SignalMap};
 
 /// Crash-restart delays double up to this.
@@ -246,18 +247,32 @@ pub enum Action {
     /// Start generation `gen` on the shared sockets. `reset_nonblocking`: no generation is
     /// alive, so O_NONBLOCK may be cleared on the shared listeners (never while another
     /// generation accepts on them: an event-loop server would block in accept).
-    Spawn { generation: GenId, reset_nonblocking: bool },
-    Signal { target: Target, signal: Signal },
+    Spawn {
+        generation: GenId,
+        reset_nonblocking: bool,
+    },
+    Signal {
+        target: Target,
+        signal: Signal,
+    },
     /// Hand the terminal's foreground to this process group (job control on SIGCONT).
-    GiveTerminal { pgid: i32 },
+    GiveTerminal {
+        pgid: i32,
+    },
     /// Stop graceful-run itself with SIGSTOP (the command in the terminal was stopped).
     StopSelf,
     /// Is any process left in this generation's process group?
-    CheckGroup { generation: GenId, pgid: i32 },
+    CheckGroup {
+        generation: GenId,
+        pgid: i32,
+    },
     /// Are children of graceful-run left outside the generations?
     CheckLeftovers,
     /// Which stream listeners does no process of this generation wait on yet?
-    Probe { generation: GenId, pgid: i32 },
+    Probe {
+        generation: GenId,
+        pgid: i32,
+    },
     RunHook {
         kind: HookKind,
         /// `--pre-stop`: the serving generation's main pid. `--post-stop`: how the command ended.
@@ -265,7 +280,9 @@ pub enum Action {
         exit: Option<ChildExit>,
     },
     /// The generation is gone: its NOTIFY_SOCKET and anything else held for it can go.
-    Release { generation: GenId },
+    Release {
+        generation: GenId,
+    },
     /// Close graceful-run's copies of the listening sockets: late connections are refused
     /// instead of queueing where nobody accepts.
     CloseListeners,
@@ -423,18 +440,30 @@ struct Request {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Stage {
     /// The serving generation keeps serving while load balancers stop sending traffic.
-    Draining { serving: Gen, until: Instant },
+    Draining {
+        serving: Gen,
+        until: Instant,
+    },
     /// `--pre-stop` runs; then the stop signal.
-    PreStop { serving: Option<Gen>, hook: Hook },
+    PreStop {
+        serving: Option<Gen>,
+        hook: Hook,
+    },
     /// Every generation is retiring; waiting for them to be gone.
     Generations,
     /// Waiting for the answer to [`Action::CheckLeftovers`].
     CheckingLeftovers,
     /// Orphans left behind got the stop signal; SIGKILL at `kill_at`.
-    LeftoversStopping { kill_at: Instant },
+    LeftoversStopping {
+        kill_at: Instant,
+    },
     /// Orphans left behind got SIGKILL; given up on at `give_up_at`.
-    LeftoversKilled { give_up_at: Instant },
-    PostStop { hook: Hook },
+    LeftoversKilled {
+        give_up_at: Instant,
+    },
+    PostStop {
+        hook: Hook,
+    },
 }
 
 /// A hook process, or the wait for it to start.
@@ -574,9 +603,11 @@ impl Core {
             })
         };
         match self.state {
-            State::Starting { starting, .. } => {
-                add(starting.generation, Role::Starting, starting.generation.started)
-            }
+            State::Starting { starting, .. } => add(
+                starting.generation,
+                Role::Starting,
+                starting.generation.started,
+            ),
             State::Serving {
                 generation,
                 ready_since,
@@ -647,9 +678,14 @@ impl Core {
             Event::Timer => self.on_timer(now),
             Event::Spawned { generation, result } => self.on_spawned(now, generation, result),
             Event::HookStarted { kind, pid } => self.on_hook_started(now, kind, pid),
-            Event::GroupChecked { generation, alive } => self.on_group_checked(now, generation, alive),
+            Event::GroupChecked { generation, alive } => {
+                self.on_group_checked(now, generation, alive)
+            }
             Event::LeftoversChecked { found } => self.on_leftovers_checked(now, found),
-            Event::Probed { generation, missing } => self.on_probed(now, generation, missing),
+            Event::Probed {
+                generation,
+                missing,
+            } => self.on_probed(now, generation, missing),
         }
     }
 
@@ -719,7 +755,11 @@ impl Core {
     fn gens(&self) -> impl Iterator<Item = Gen> + '_ {
         let (a, b) = match self.state {
             State::Starting { starting, .. } => (Some(starting.generation), None),
-            State::Serving { generation, incoming, .. } => (Some(generation), incoming.map(|s| s.generation)),
+            State::Serving {
+                generation,
+                incoming,
+                ..
+            } => (Some(generation), incoming.map(|s| s.generation)),
             State::Ending(Ending {
                 stage: Stage::Draining { serving, .. },
                 ..
@@ -816,7 +856,12 @@ impl Core {
                 }
             }
             (Err(_), Purpose::Replace) => {
-                self.handover_failed(now, "the new generation could not be started", Subject::NONE, false);
+                self.handover_failed(
+                    now,
+                    "the new generation could not be started",
+                    Subject::NONE,
+                    false,
+                );
             }
             (Err(code), Purpose::Serve) => {
                 self.service_ended(now, End::SpawnFailed(code), None);
@@ -849,10 +894,20 @@ impl Core {
                     // A stopped process acts on the stop signal only once continued.
                     self.signal_gen(generation, Signal::CONT);
                 }
-                log!(self, Info, generation.subject(), "sent {signal}; SIGKILL in {wait} if still running");
+                log!(
+                    self,
+                    Info,
+                    generation.subject(),
+                    "sent {signal}; SIGKILL in {wait} if still running"
+                );
             }
             Mapping::Drop => {
-                log!(self, Info, generation.subject(), "the stop signal is dropped by --map-signal; SIGKILL in {wait}");
+                log!(
+                    self,
+                    Info,
+                    generation.subject(),
+                    "the stop signal is dropped by --map-signal; SIGKILL in {wait}"
+                );
             }
         }
         self.retiring.push(Retiring {
@@ -911,10 +966,20 @@ impl Core {
             } => {
                 if self.is_ours(pid, pgid, descendant) {
                     if Some(signal) == self.settings.restart_signal {
-                        log!(self, Info, Subject::pid(pid), "restart requested by the command itself ({signal})");
+                        log!(
+                            self,
+                            Info,
+                            Subject::pid(pid),
+                            "restart requested by the command itself ({signal})"
+                        );
                         self.request_restart(now);
                     } else {
-                        log!(self, Info, Subject::pid(pid), "ignoring {signal} sent to graceful-run by a process of the command");
+                        log!(
+                            self,
+                            Info,
+                            Subject::pid(pid),
+                            "ignoring {signal} sent to graceful-run by a process of the command"
+                        );
                     }
                     return;
                 }
@@ -947,7 +1012,9 @@ impl Core {
                     && self.settings.own_group()
                     && let Some(generation) = self.serving_gen()
                 {
-                    self.actions.push(Action::GiveTerminal { pgid: generation.pid });
+                    self.actions.push(Action::GiveTerminal {
+                        pgid: generation.pid,
+                    });
                 }
                 self.forward(signal, delivered);
             }
@@ -957,11 +1024,21 @@ impl Core {
 
     fn forward(&mut self, signal: Signal, delivered: bool) {
         if delivered {
-            log!(self, Debug, Subject::NONE, "{signal} from the terminal already reached the command");
+            log!(
+                self,
+                Debug,
+                Subject::NONE,
+                "{signal} from the terminal already reached the command"
+            );
             return;
         }
         match self.settings.signal_map.translate(signal) {
-            Mapping::Drop => log!(self, Debug, Subject::NONE, "dropped {signal} (--map-signal)"),
+            Mapping::Drop => log!(
+                self,
+                Debug,
+                Subject::NONE,
+                "dropped {signal} (--map-signal)"
+            ),
             Mapping::To(to) => {
                 let gens: Vec<Gen> = self.gens().collect();
                 let mut any = false;
@@ -969,12 +1046,22 @@ impl Core {
                     if generation.exited.is_some() && self.settings.delivery != Delivery::Group {
                         continue;
                     }
-                    log!(self, Debug, generation.subject(), "forwarding {signal} as {to}");
+                    log!(
+                        self,
+                        Debug,
+                        generation.subject(),
+                        "forwarding {signal} as {to}"
+                    );
                     self.signal_gen(generation, to);
                     any = true;
                 }
                 if !any {
-                    log!(self, Debug, Subject::NONE, "no command is running to receive {signal}");
+                    log!(
+                        self,
+                        Debug,
+                        Subject::NONE,
+                        "no command is running to receive {signal}"
+                    );
                 }
             }
         }
@@ -998,14 +1085,24 @@ impl Core {
         match &mut self.state {
             State::Init | State::Done => {}
             State::Backoff { .. } => {
-                log!(self, Info, Subject::NONE, "restart requested while the command is down: starting it now");
+                log!(
+                    self,
+                    Info,
+                    Subject::NONE,
+                    "restart requested while the command is down: starting it now"
+                );
                 self.begin_reload(now);
                 self.spawn(Purpose::Serve);
             }
             State::Starting { queued, .. } => {
                 if !*queued {
                     *queued = true;
-                    log!(self, Info, Subject::NONE, "restart queued until the current generation is ready");
+                    log!(
+                        self,
+                        Info,
+                        Subject::NONE,
+                        "restart queued until the current generation is ready"
+                    );
                 }
             }
             State::Serving {
@@ -1015,12 +1112,22 @@ impl Core {
             } => {
                 if !*queued {
                     *queued = true;
-                    log!(self, Info, Subject::NONE, "restart queued until the current restart ends");
+                    log!(
+                        self,
+                        Info,
+                        Subject::NONE,
+                        "restart queued until the current restart ends"
+                    );
                 }
             }
             State::Serving { incoming: None, .. } => self.start_replacement(now),
             State::Ending(_) => {
-                log!(self, Info, Subject::NONE, "ignoring the restart request: graceful-run is stopping")
+                log!(
+                    self,
+                    Info,
+                    Subject::NONE,
+                    "ignoring the restart request: graceful-run is stopping"
+                )
             }
         }
     }
@@ -1042,9 +1149,9 @@ impl Core {
             return;
         }
         self.reloading = false;
-        let serving = self.serving_gen().is_some_and(|g| {
-            matches!(self.state, State::Serving { generation, .. } if generation.id == g.id)
-        });
+        let serving = self.serving_gen().is_some_and(
+            |g| matches!(self.state, State::Serving { generation, .. } if generation.id == g.id),
+        );
         match failure {
             None => {
                 self.upstream("READY=1");
@@ -1063,7 +1170,9 @@ impl Core {
 
     fn status_line(&self) -> String {
         match self.state {
-            State::Serving { generation, .. } => format!("gen {} serving (pid {})", generation.id, generation.pid),
+            State::Serving { generation, .. } => {
+                format!("gen {} serving (pid {})", generation.id, generation.pid)
+            }
             _ => String::from("starting"),
         }
     }
@@ -1080,7 +1189,13 @@ impl Core {
         if let State::Serving { generation, .. } = self.state
             && !logged
         {
-            log!(self, Error, subject, "restart failed; gen {} keeps serving", generation.id);
+            log!(
+                self,
+                Error,
+                subject,
+                "restart failed; gen {} keeps serving",
+                generation.id
+            );
         }
         self.end_reload(Some(why));
         self.run_queued(now);
@@ -1103,7 +1218,13 @@ impl Core {
         match self.state {
             State::Starting { starting, queued } if starting.generation.id == id => {
                 let generation = starting.generation;
-                log!(self, Info, generation.subject(), "ready after {} ({how})", format_duration(now.saturating_duration_since(generation.started)));
+                log!(
+                    self,
+                    Info,
+                    generation.subject(),
+                    "ready after {} ({how})",
+                    format_duration(now.saturating_duration_since(generation.started))
+                );
                 self.state = State::Serving {
                     generation,
                     ready_since: now,
@@ -1125,8 +1246,20 @@ impl Core {
                 ..
             } if incoming.generation.id == id => {
                 let generation = incoming.generation;
-                log!(self, Info, generation.subject(), "ready after {} ({how})", format_duration(now.saturating_duration_since(generation.started)));
-                log!(self, Info, generation.subject(), "takes over from gen {}", old.id);
+                log!(
+                    self,
+                    Info,
+                    generation.subject(),
+                    "ready after {} ({how})",
+                    format_duration(now.saturating_duration_since(generation.started))
+                );
+                log!(
+                    self,
+                    Info,
+                    generation.subject(),
+                    "takes over from gen {}",
+                    old.id
+                );
                 self.state = State::Serving {
                     generation,
                     ready_since: now,
@@ -1165,7 +1298,12 @@ impl Core {
             if self.settings.takes_notify() {
                 self.on_ready(now, id, "READY=1");
             } else {
-                log!(self, Debug, generation.subject(), "READY=1 ignored: --ready is not notify or auto");
+                log!(
+                    self,
+                    Debug,
+                    generation.subject(),
+                    "READY=1 ignored: --ready is not notify or auto"
+                );
             }
         }
     }
@@ -1195,7 +1333,13 @@ impl Core {
         let subject = starting.generation.subject();
         if warn {
             let names = missing.join(", ");
-            log!(self, Warn, subject, "not waiting for connections on {names} after {}: does the command take its socket from LISTEN_FDS (fd 3) instead of opening its own? (see --ready)", format_duration(PROBE_WARN_AFTER));
+            log!(
+                self,
+                Warn,
+                subject,
+                "not waiting for connections on {names} after {}: does the command take its socket from LISTEN_FDS (fd 3) instead of opening its own? (see --ready)",
+                format_duration(PROBE_WARN_AFTER)
+            );
         }
     }
 
@@ -1221,15 +1365,27 @@ impl Core {
             }
             Ready::After(_) => "it must keep running for the --ready duration",
         };
-        log!(self, Error, generation.subject(), "not ready after {waited}; stopping it ({how}; see --ready)");
+        log!(
+            self,
+            Error,
+            generation.subject(),
+            "not ready after {waited}; stopping it ({how}; see --ready)"
+        );
         match self.state {
-            State::Serving { incoming: Some(s), .. } if s.generation.id == generation.id => {
+            State::Serving {
+                incoming: Some(s), ..
+            } if s.generation.id == generation.id => {
                 if let State::Serving { incoming, .. } = &mut self.state {
                     *incoming = None;
                 }
                 let mapping = self.retire_mapping();
                 self.retire(now, generation, mapping, false);
-                self.handover_failed(now, "the new generation was not ready in time", generation.subject(), false);
+                self.handover_failed(
+                    now,
+                    "the new generation was not ready in time",
+                    generation.subject(),
+                    false,
+                );
             }
             State::Starting { starting: s, .. } if s.generation.id == generation.id => {
                 // Out of the serving role first, so that what follows does not stop it twice.
@@ -1245,16 +1401,21 @@ impl Core {
     // ----- exits ---------------------------------------------------------------------------
 
     fn on_reaped(&mut self, now: Instant, pid: i32, status: i32) {
-        match decode_status(status) {
-            Decoded::Stopped(signal) => {
+        match reaper::decode(status) {
+            Some(Status::Stopped(signal)) => {
                 if self.settings.job_control && self.serving_gen().is_some_and(|g| g.pid == pid) {
-                    log!(self, Info, Subject::pid(pid), "stopped by {signal}; stopping graceful-run too");
+                    log!(
+                        self,
+                        Info,
+                        Subject::pid(pid),
+                        "stopped by {signal}; stopping graceful-run too"
+                    );
                     self.actions.push(Action::StopSelf);
                 }
                 return;
             }
-            Decoded::Other => return,
-            Decoded::Exited(exit) => self.on_exit(now, pid, exit),
+            None => return,
+            Some(Status::Ended(exit)) => self.on_exit(now, pid, exit),
         }
         self.recheck(now);
     }
@@ -1308,7 +1469,12 @@ impl Core {
                 let mut generation = starting.generation;
                 generation.exited = Some(exit);
                 if self.came_up {
-                    log!(self, Warn, generation.subject(), "{exit} before it was ready");
+                    log!(
+                        self,
+                        Warn,
+                        generation.subject(),
+                        "{exit} before it was ready"
+                    );
                 } else {
                     log!(self, Info, generation.subject(), "{exit}");
                 }
@@ -1322,13 +1488,28 @@ impl Core {
             } if incoming.generation.pid == pid => {
                 let mut generation = incoming.generation;
                 generation.exited = Some(exit);
-                if let State::Serving { incoming, generation: serving, .. } = &mut self.state {
+                if let State::Serving {
+                    incoming,
+                    generation: serving,
+                    ..
+                } = &mut self.state
+                {
                     *incoming = None;
                     let serving = serving.id;
-                    log!(self, Error, generation.subject(), "{exit} before it was ready; gen {serving} keeps serving");
+                    log!(
+                        self,
+                        Error,
+                        generation.subject(),
+                        "{exit} before it was ready; gen {serving} keeps serving"
+                    );
                 }
                 self.leader_gone(now, generation);
-                self.handover_failed(now, &format!("the new generation {exit} before it was ready"), generation.subject(), true);
+                self.handover_failed(
+                    now,
+                    &format!("the new generation {exit} before it was ready"),
+                    generation.subject(),
+                    true,
+                );
             }
             State::Serving {
                 generation,
@@ -1341,7 +1522,13 @@ impl Core {
                 self.last_end = Some(End::Exited(exit));
                 match incoming {
                     Some(incoming) => {
-                        log!(self, Warn, generation.subject(), "{exit} during a restart; gen {} takes over once ready", incoming.generation.id);
+                        log!(
+                            self,
+                            Warn,
+                            generation.subject(),
+                            "{exit} during a restart; gen {} takes over once ready",
+                            incoming.generation.id
+                        );
                         self.state = State::Starting {
                             starting: incoming,
                             queued,
@@ -1390,7 +1577,9 @@ impl Core {
     /// A generation's main process exited while it was in a role: what is left of it retires.
     fn leader_gone(&mut self, now: Instant, generation: Gen) {
         if !self.settings.own_group() {
-            self.actions.push(Action::Release { generation: generation.id });
+            self.actions.push(Action::Release {
+                generation: generation.id,
+            });
             return;
         }
         // Its group may still hold workers: they are stopped like any retiring generation,
@@ -1428,7 +1617,12 @@ impl Core {
             return;
         }
         if !alive {
-            log!(self, Debug, r.generation.subject(), "all processes of this generation are gone");
+            log!(
+                self,
+                Debug,
+                r.generation.subject(),
+                "all processes of this generation are gone"
+            );
             self.drop_retiring(id);
             return;
         }
@@ -1440,12 +1634,34 @@ impl Core {
             self.retiring[index].group_told = true;
             let mapping = self.retire_mapping();
             let wait = format_duration(kill_at.saturating_duration_since(now));
-            log!(self, Info, r.generation.subject(), "processes are left in its process group; stopping them");
+            log!(
+                self,
+                Info,
+                r.generation.subject(),
+                "processes are left in its process group; stopping them"
+            );
             if let Mapping::To(signal) = mapping {
-                log!(self, Info, r.generation.subject(), "sent {signal} to its process group; SIGKILL in {wait} if still running");
-                self.send(Target::Group { generation: id, pgid: r.generation.pid }, signal);
+                log!(
+                    self,
+                    Info,
+                    r.generation.subject(),
+                    "sent {signal} to its process group; SIGKILL in {wait} if still running"
+                );
+                self.send(
+                    Target::Group {
+                        generation: id,
+                        pgid: r.generation.pid,
+                    },
+                    signal,
+                );
                 if signal != Signal::KILL && signal != Signal::CONT {
-                    self.send(Target::Group { generation: id, pgid: r.generation.pid }, Signal::CONT);
+                    self.send(
+                        Target::Group {
+                            generation: id,
+                            pgid: r.generation.pid,
+                        },
+                        Signal::CONT,
+                    );
                 }
             }
         }
@@ -1486,7 +1702,12 @@ impl Core {
             && self.restarts.in_a_row >= max
         {
             let restarts = if max == 1 { "restart" } else { "restarts" };
-            log!(self, Error, Subject::NONE, "giving up after {max} {restarts} in a row");
+            log!(
+                self,
+                Error,
+                Subject::NONE,
+                "giving up after {max} {restarts} in a row"
+            );
             self.end_service(now);
             return;
         }
@@ -1500,15 +1721,29 @@ impl Core {
         } else {
             self.restarts.failures += 1;
             let factor = 2u32.saturating_pow((self.restarts.failures - 1).min(16));
-            self.settings.restart_delay.saturating_mul(factor).min(BACKOFF_CAP)
+            self.settings
+                .restart_delay
+                .saturating_mul(factor)
+                .min(BACKOFF_CAP)
         };
         let count = self.restarts.in_a_row;
         if delay.is_zero() {
-            log!(self, Info, Subject::NONE, "restarting now (restart {count} in a row)");
+            log!(
+                self,
+                Info,
+                Subject::NONE,
+                "restarting now (restart {count} in a row)"
+            );
             self.state = State::Backoff { until: now };
             self.spawn(Purpose::Serve);
         } else {
-            log!(self, Info, Subject::NONE, "restarting in {} (restart {count} in a row)", format_duration(delay));
+            log!(
+                self,
+                Info,
+                Subject::NONE,
+                "restarting in {} (restart {count} in a row)",
+                format_duration(delay)
+            );
             self.state = State::Backoff { until: now + delay };
         }
     }
@@ -1548,13 +1783,23 @@ impl Core {
                     && first.sender == request.sender
                     && now.saturating_duration_since(first.at) < DUPLICATE_WINDOW
                 {
-                    log!(self, Debug, Subject::NONE, "{signal} again from the same process: the same stop request");
+                    log!(
+                        self,
+                        Debug,
+                        Subject::NONE,
+                        "{signal} again from the same process: the same stop request"
+                    );
                     return;
                 }
                 if ending.forced {
                     return;
                 }
-                log!(self, Warn, Subject::NONE, "{signal} while stopping: killing everything now");
+                log!(
+                    self,
+                    Warn,
+                    Subject::NONE,
+                    "{signal} while stopping: killing everything now"
+                );
                 self.force(now);
                 return;
             }
@@ -1584,7 +1829,11 @@ impl Core {
             }
         }
         match previous {
-            State::Serving { generation, incoming, .. } => {
+            State::Serving {
+                generation,
+                incoming,
+                ..
+            } => {
                 if let Some(incoming) = incoming {
                     // A replacement that is still starting serves nobody: no drain for it.
                     self.retire(now, incoming.generation, mapping, false);
@@ -1599,7 +1848,13 @@ impl Core {
                 if self.settings.drain_delay.is_zero() {
                     self.after_drain(now);
                 } else {
-                    log!(self, Info, Subject::NONE, "draining for {} before the stop signal", format_duration(self.settings.drain_delay));
+                    log!(
+                        self,
+                        Info,
+                        Subject::NONE,
+                        "draining for {} before the stop signal",
+                        format_duration(self.settings.drain_delay)
+                    );
                 }
             }
             State::Starting { starting, .. } => {
@@ -1653,7 +1908,12 @@ impl Core {
             .delivered
             .is_some_and(|signal| ending.mapping == Mapping::To(signal))
         {
-            log!(self, Info, generation.subject(), "already received the stop signal from the terminal");
+            log!(
+                self,
+                Info,
+                generation.subject(),
+                "already received the stop signal from the terminal"
+            );
             self.retiring.push(Retiring {
                 generation,
                 stage: Retire::Stopping {
@@ -1723,7 +1983,12 @@ impl Core {
             self.actions.push(Action::CloseListeners);
         }
         for generation in roles {
-            log!(self, Warn, generation.subject(), "forced stop: sending SIGKILL to its process group");
+            log!(
+                self,
+                Warn,
+                generation.subject(),
+                "forced stop: sending SIGKILL to its process group"
+            );
             self.kill_gen(generation);
             self.retiring.push(Retiring {
                 generation,
@@ -1741,7 +2006,12 @@ impl Core {
             .map(|r| r.generation)
             .collect();
         for generation in to_kill {
-            log!(self, Warn, generation.subject(), "forced stop: sending SIGKILL to its process group");
+            log!(
+                self,
+                Warn,
+                generation.subject(),
+                "forced stop: sending SIGKILL to its process group"
+            );
             self.kill_gen(generation);
         }
         for r in &mut self.retiring {
@@ -1768,7 +2038,10 @@ impl Core {
     /// Moves the end on when what it waits for is over.
     fn settle(&mut self) {
         let Some(ending) = self.ending() else { return };
-        if ending.stage == Stage::Generations && self.retiring.is_empty() && self.launching.is_none() {
+        if ending.stage == Stage::Generations
+            && self.retiring.is_empty()
+            && self.launching.is_none()
+        {
             self.set_stage(Stage::CheckingLeftovers);
             self.actions.push(Action::CheckLeftovers);
         }
@@ -1791,7 +2064,12 @@ impl Core {
                 };
                 match ending.mapping {
                     Mapping::To(signal) if kill_at > now => {
-                        log!(self, Info, Subject::NONE, "stopping processes left behind by the command");
+                        log!(
+                            self,
+                            Info,
+                            Subject::NONE,
+                            "stopping processes left behind by the command"
+                        );
                         self.send(Target::Leftovers, signal);
                         if signal != Signal::KILL && signal != Signal::CONT {
                             self.send(Target::Leftovers, Signal::CONT);
@@ -1813,7 +2091,12 @@ impl Core {
     }
 
     fn kill_leftovers(&mut self, now: Instant) {
-        log!(self, Warn, Subject::NONE, "processes left behind did not stop in time: sending SIGKILL");
+        log!(
+            self,
+            Warn,
+            Subject::NONE,
+            "processes left behind did not stop in time: sending SIGKILL"
+        );
         self.send(Target::Leftovers, Signal::KILL);
         self.set_stage(Stage::LeftoversKilled {
             give_up_at: now + KILL_GRACE,
@@ -1895,7 +2178,13 @@ impl Core {
             // The executor logged why; carry on without it.
             return self.hook_done(now, kind);
         };
-        log!(self, Info, Subject::pid(pid), "running the {} hook", kind.flag());
+        log!(
+            self,
+            Info,
+            Subject::pid(pid),
+            "running the {} hook",
+            kind.flag()
+        );
         let timeout_end = now
             .checked_add(self.settings.hook_timeout)
             .unwrap_or(far_future(now));
@@ -1922,7 +2211,13 @@ impl Core {
             _ => HookKind::PostStop,
         };
         if exit.success() {
-            log!(self, Info, Subject::pid(pid), "{} hook finished", kind.flag());
+            log!(
+                self,
+                Info,
+                Subject::pid(pid),
+                "{} hook finished",
+                kind.flag()
+            );
         } else {
             log!(self, Warn, Subject::pid(pid), "{} hook {exit}", kind.flag());
         }
@@ -1981,9 +2276,18 @@ impl Core {
         for r in due {
             match r.stage {
                 Retire::Stopping { .. } => {
-                    log!(self, Warn, r.generation.subject(), "did not stop in time: sending SIGKILL to its process group");
+                    log!(
+                        self,
+                        Warn,
+                        r.generation.subject(),
+                        "did not stop in time: sending SIGKILL to its process group"
+                    );
                     self.kill_gen(r.generation);
-                    if let Some(x) = self.retiring.iter_mut().find(|x| x.generation.id == r.generation.id) {
+                    if let Some(x) = self
+                        .retiring
+                        .iter_mut()
+                        .find(|x| x.generation.id == r.generation.id)
+                    {
                         x.stage = Retire::Killed {
                             give_up_at: now + KILL_GRACE,
                         };
@@ -1993,7 +2297,13 @@ impl Core {
                     }
                 }
                 Retire::Killed { .. } => {
-                    log!(self, Warn, r.generation.subject(), "still not reaped {} after SIGKILL; giving up on it", format_duration(KILL_GRACE));
+                    log!(
+                        self,
+                        Warn,
+                        r.generation.subject(),
+                        "still not reaped {} after SIGKILL; giving up on it",
+                        format_duration(KILL_GRACE)
+                    );
                     self.drop_retiring(r.generation.id);
                 }
             }
@@ -2012,7 +2322,14 @@ impl Core {
                 Stage::PreStop { hook, .. } | Stage::PostStop { hook } => match hook {
                     Hook::Running { pid, kill_at } if kill_at <= now => {
                         let kind = self.hook_kind();
-                        log!(self, Warn, Subject::pid(pid), "{} hook did not finish within {}; killing it", kind.flag(), format_duration(self.settings.hook_timeout));
+                        log!(
+                            self,
+                            Warn,
+                            Subject::pid(pid),
+                            "{} hook did not finish within {}; killing it",
+                            kind.flag(),
+                            format_duration(self.settings.hook_timeout)
+                        );
                         self.send(Target::Hook { pid }, Signal::KILL);
                         self.set_hook(Hook::Killed {
                             pid,
@@ -2027,7 +2344,12 @@ impl Core {
                 },
                 Stage::LeftoversStopping { kill_at } if kill_at <= now => self.kill_leftovers(now),
                 Stage::LeftoversKilled { give_up_at } if give_up_at <= now => {
-                    log!(self, Warn, Subject::NONE, "leaving behind processes that did not die of SIGKILL");
+                    log!(
+                        self,
+                        Warn,
+                        Subject::NONE,
+                        "leaving behind processes that did not die of SIGKILL"
+                    );
                     self.start_post_stop(now);
                 }
                 _ => {}
@@ -2079,38 +2401,6 @@ const RELOADING: &str = "RELOADING=1";
 fn far_future(now: Instant) -> Instant {
     // A century: Instant + Duration overflows only far beyond that on Linux.
     now + Duration::from_secs(100 * 365 * 24 * 3600)
-}
-
-/// What a raw wait(2) status says.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Decoded {
-    Exited(ChildExit),
-    Stopped(Signal),
-    Other,
-}
-
-/// Decodes a raw wait(2) status, real-time signals included (nix's decoding refuses those).
-pub fn decode_status(status: i32) -> Decoded {
-    let low = status & 0x7f;
-    if low == 0 {
-        return Decoded::Exited(ChildExit::Exited((status >> 8) & 0xff));
-    }
-    if status & 0xff == 0x7f {
-        return match Signal::from_raw((status >> 8) & 0xff) {
-            Some(signal) => Decoded::Stopped(signal),
-            None => Decoded::Other,
-        };
-    }
-    if status == 0xffff {
-        return Decoded::Other; // continued
-    }
-    match Signal::from_raw(low) {
-        Some(signal) => Decoded::Exited(ChildExit::Signaled {
-            signal,
-            core_dumped: status & 0x80 != 0,
-        }),
-        None => Decoded::Other,
-    }
 }
 
 pub fn format_duration(duration: Duration) -> String {

@@ -76,10 +76,18 @@ pub struct Supervisor<'a> {
     core: Core,
     held: BTreeMap<GenId, Held>,
     timer: Option<Instant>,
+    /// Holds the generations' NOTIFY_SOCKETs: made with the first one, removed when the
+    /// supervisor is dropped. After `held`, so that the sockets go first.
+    notify_dir: Option<crate::notify::NotifyDir>,
 }
 
 /// The core's view of the configuration.
-pub fn settings(config: &Config, reaper: bool, job_control: bool, stream_listeners: bool) -> Settings {
+pub fn settings(
+    config: &Config,
+    reaper: bool,
+    job_control: bool,
+    stream_listeners: bool,
+) -> Settings {
     Settings {
         restart_signal: config.restart_signal,
         signal_map: config.signal_map.clone(),
@@ -129,6 +137,7 @@ impl<'a> Supervisor<'a> {
             own_pid: std::process::id() as i32,
             held: BTreeMap::new(),
             timer: None,
+            notify_dir: None,
         }
     }
 
@@ -225,20 +234,12 @@ impl<'a> Supervisor<'a> {
         harvest.children_left
     }
 
+    /// A datagram from a generation's NOTIFY_SOCKET; the socket already refused senders of
+    /// other uids.
     fn on_notify(&mut self, generation: GenId, message: Message) -> Option<Event> {
         let held = self.held.get(&generation)?;
-        let subject = Subject::generation(generation, held.pid.as_raw());
-        let allowed = [0, nix::unistd::geteuid().as_raw()]
-            .into_iter()
-            .chain(self.cfg.user.as_ref().map(|u| u.uid));
-        if let Some(uid) = message.sender_uid
-            && !allowed.clone().any(|a| a == uid)
-        {
-            warn!(subject, "ignoring a notify message from uid {uid}");
-            return None;
-        }
         debug!(
-            subject,
+            Subject::generation(generation, held.pid.as_raw()),
             "notify from pid {:?}: {:?}", message.sender_pid, message.fields
         );
         Some(Event::Notify {
@@ -291,7 +292,10 @@ impl<'a> Supervisor<'a> {
             }
             Action::Probe { generation, pgid } => {
                 let missing = self.probe(generation, Pid::from_raw(pgid));
-                queue.push_front(Event::Probed { generation, missing });
+                queue.push_front(Event::Probed {
+                    generation,
+                    missing,
+                });
             }
             Action::RunHook {
                 kind,
@@ -333,13 +337,10 @@ impl<'a> Supervisor<'a> {
         // shared listener, and clearing it under a sibling that still serves makes that
         // sibling block in accept(2) whenever another process won the connection.
         if reset_nonblocking && let Err(e) = self.listeners.reset_blocking() {
-            warn!(
-                Subject::NONE,
-                "cannot reset O_NONBLOCK on the sockets: {e}"
-            );
+            warn!(Subject::NONE, "cannot reset O_NONBLOCK on the sockets: {e}");
         }
         let notify = match self.cfg.ready {
-            Ready::Notify | Ready::Auto => match NotifySocket::bind(generation) {
+            Ready::Notify | Ready::Auto => match self.bind_notify(generation) {
                 Ok(socket) => Some(socket),
                 Err(e) => {
                     error!(
@@ -371,7 +372,11 @@ impl<'a> Supervisor<'a> {
             ignored_signals: &self.ignored_signals,
         };
         let pid = spawn::spawn(&plan).map_err(|e| {
-            error!(Subject::NONE, "gen {generation}: {}: {e}", executable.display());
+            error!(
+                Subject::NONE,
+                "gen {generation}: {}: {e}",
+                executable.display()
+            );
             e.exit_code()
         })?;
         crate::info!(
@@ -381,6 +386,20 @@ impl<'a> Supervisor<'a> {
         );
         self.held.insert(generation, Held { pid, notify });
         Ok(pid.as_raw())
+    }
+
+    /// A NOTIFY_SOCKET for `generation`, in the private directory made with the first one.
+    /// Only root, graceful-run's own user and --user's may send to it.
+    fn bind_notify(&mut self, generation: GenId) -> std::io::Result<NotifySocket> {
+        let dir = match &mut self.notify_dir {
+            Some(dir) => dir,
+            dir @ None => dir.insert(crate::notify::NotifyDir::create(self.cfg.user.as_ref())?),
+        };
+        let allowed: Vec<u32> = [0, nix::unistd::geteuid().as_raw()]
+            .into_iter()
+            .chain(self.cfg.user.as_ref().map(|u| u.uid))
+            .collect();
+        dir.bind(generation, &allowed)
     }
 
     fn start_hook(

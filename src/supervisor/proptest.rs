@@ -246,7 +246,11 @@ impl World {
                     if self.rng.chance(40) {
                         // Without a group of its own, the command's processes are in
                         // graceful-run's group (pgid 1 here).
-                        let pgid = if self.settings.delivery == Delivery::NoGroup { 1 } else { pid };
+                        let pgid = if self.settings.delivery == Delivery::NoGroup {
+                            1
+                        } else {
+                            pid
+                        };
                         let worker = self.new_proc(Some(pgid), Kind::Worker);
                         self.parents.insert(worker, pid);
                     }
@@ -424,8 +428,14 @@ impl World {
                     .collect();
                 if let Some(pid) = alive.get(i as usize % alive.len().max(1)).copied() {
                     self.died(pid);
-                    let status = [exited(0), exited(1), exited(3), killed(9), killed(15), killed(6)]
-                        [s as usize];
+                    let status = [
+                        exited(0),
+                        exited(1),
+                        exited(3),
+                        killed(9),
+                        killed(15),
+                        killed(40),
+                    ][s as usize];
                     self.feed(Event::Reaped { pid, status });
                 }
             }
@@ -474,15 +484,16 @@ impl World {
             });
         }
         let settings = &self.settings;
-        let bound = settings.drain_delay
-            + settings.stop_timeout
-            + settings.hook_timeout
-            + KILL_GRACE * 2;
+        let bound =
+            settings.drain_delay + settings.stop_timeout + settings.hook_timeout + KILL_GRACE * 2;
         for _ in 0..10_000 {
             if self.outcome.is_some() {
                 break;
             }
-            assert!(self.armed.is_some(), "stopping, but nothing will wake the core");
+            assert!(
+                self.armed.is_some(),
+                "stopping, but nothing will wake the core"
+            );
             self.fire();
         }
         let outcome = self.outcome.expect("the stop reached the exit");
@@ -504,8 +515,8 @@ impl World {
                 let holder = self.last_role_holder.expect("a generation held the role");
                 let status = self.statuses.get(&holder).copied();
                 assert_eq!(
-                    status.map(decode_status),
-                    Some(Decoded::Exited(exit)),
+                    status.and_then(crate::reaper::decode),
+                    Some(crate::reaper::Status::Ended(exit)),
                     "the outcome is the last serving generation's"
                 );
             }

@@ -31,8 +31,8 @@ impl Supervisor<'_> {
     pub(super) fn terminal_for_new_generation(&self) -> Option<RawFd> {
         let terminal = self.terminal?;
         let foreground = process::terminal_foreground()?;
-        let ours = foreground == nix::unistd::getpgrp()
-            || self.held.values().any(|h| h.pid == foreground);
+        let ours =
+            foreground == nix::unistd::getpgrp() || self.held.values().any(|h| h.pid == foreground);
         ours.then_some(terminal)
     }
 

@@ -67,7 +67,10 @@ impl Run {
         let actions = self.core.step(self.now, event);
         for action in &actions {
             if let Action::ArmTimer(at) = action {
-                assert!(at.is_none_or(|at| at > self.now), "armed in the past: {action:?}");
+                assert!(
+                    at.is_none_or(|at| at > self.now),
+                    "armed in the past: {action:?}"
+                );
                 self.armed = *at;
             }
         }
@@ -219,7 +222,10 @@ fn ready_announces_the_service_with_graceful_runs_pid() {
     assert_eq!(upstream(&run.all), Vec::<String>::new());
     let actions = run.ready(1);
     assert_eq!(upstream(&actions), ["READY=1\nMAINPID=1000"]);
-    assert_eq!(run.armed, None, "an idle, serving graceful-run arms no timer");
+    assert_eq!(
+        run.armed, None,
+        "an idle, serving graceful-run arms no timer"
+    );
 }
 
 #[test]
@@ -288,7 +294,11 @@ fn serving_dies_during_restart_then_incoming_crashes_restarts_with_policy() {
     run.answer(actions, &[]);
     let actions = run.reaped(200, exited(3));
     let actions = run.answer(actions, &[]);
-    assert!(logs(&actions).iter().any(|l| l.starts_with("restarting in")));
+    assert!(
+        logs(&actions)
+            .iter()
+            .any(|l| l.starts_with("restarting in"))
+    );
     let actions = run.fire();
     assert_eq!(spawns(&actions), [(3, true)]);
 }
@@ -463,10 +473,12 @@ fn leftovers_after_the_kill_sweep_are_killed_and_the_end_is_bounded() {
         let mut next = Vec::new();
         for a in pending {
             match a {
-                Action::CheckGroup { generation, .. } => next.extend(run.step(Event::GroupChecked {
-                    generation,
-                    alive: false,
-                })),
+                Action::CheckGroup { generation, .. } => {
+                    next.extend(run.step(Event::GroupChecked {
+                        generation,
+                        alive: false,
+                    }))
+                }
                 Action::CheckLeftovers => {
                     checks += 1;
                     next.extend(run.step(Event::LeftoversChecked { found: checks == 1 }))
@@ -586,7 +598,11 @@ fn crash_restarts_are_immediate_after_serving_and_back_off_otherwise() {
     run.now += Duration::from_millis(500);
     let actions = run.reaped(100, killed(9));
     let actions = run.answer(actions, &[]);
-    assert_eq!(spawns(&actions), [(2, true)], "served 500ms: restarted at once");
+    assert_eq!(
+        spawns(&actions),
+        [(2, true)],
+        "served 500ms: restarted at once"
+    );
     run.step(Event::Spawned {
         generation: 2,
         result: Ok(200),
@@ -594,7 +610,11 @@ fn crash_restarts_are_immediate_after_serving_and_back_off_otherwise() {
     // Fails before ready, twice: 100ms, then 200ms.
     let actions = run.reaped(200, exited(1));
     let actions = run.answer(actions, &[]);
-    assert!(logs(&actions).iter().any(|l| l.starts_with("restarting in 100ms")));
+    assert!(
+        logs(&actions)
+            .iter()
+            .any(|l| l.starts_with("restarting in 100ms"))
+    );
     run.fire();
     run.step(Event::Spawned {
         generation: 3,
@@ -602,7 +622,11 @@ fn crash_restarts_are_immediate_after_serving_and_back_off_otherwise() {
     });
     let actions = run.reaped(300, exited(1));
     let actions = run.answer(actions, &[]);
-    assert!(logs(&actions).iter().any(|l| l.starts_with("restarting in 200ms")));
+    assert!(
+        logs(&actions)
+            .iter()
+            .any(|l| l.starts_with("restarting in 200ms"))
+    );
     run.fire();
     run.step(Event::Spawned {
         generation: 4,
@@ -612,7 +636,11 @@ fn crash_restarts_are_immediate_after_serving_and_back_off_otherwise() {
     run.now += Duration::from_secs(1);
     let actions = run.reaped(400, exited(1));
     let actions = run.answer(actions, &[]);
-    assert!(logs(&actions).iter().any(|l| l.starts_with("restarting now")));
+    assert!(
+        logs(&actions)
+            .iter()
+            .any(|l| l.starts_with("restarting now"))
+    );
 }
 
 #[test]
@@ -756,7 +784,10 @@ fn accepting_probes_back_off_and_warn_once() {
         missing: vec![],
     });
     assert_eq!(upstream(&actions), ["READY=1\nMAINPID=1000"]);
-    assert_eq!(run.armed, None, "no look once ready: an idle graceful-run sleeps");
+    assert_eq!(
+        run.armed, None,
+        "no look once ready: an idle graceful-run sleeps"
+    );
 }
 
 #[test]
@@ -766,23 +797,6 @@ fn auto_takes_ready_1_before_any_probe_answer() {
     let mut run = Run::started(s, 100);
     let actions = run.ready(1);
     assert_eq!(upstream(&actions), ["READY=1\nMAINPID=1000"]);
-}
-
-#[test]
-fn raw_statuses_decode_real_time_signal_deaths() {
-    assert_eq!(
-        decode_status(exited(3)),
-        Decoded::Exited(ChildExit::Exited(3))
-    );
-    assert_eq!(
-        decode_status(killed(15) | 0x80),
-        Decoded::Exited(ChildExit::Signaled {
-            signal: Signal::TERM,
-            core_dumped: true
-        })
-    );
-    assert_eq!(decode_status(0x137f), Decoded::Stopped(Signal::STOP));
-    assert_eq!(decode_status(0xffff), Decoded::Other);
 }
 
 fn usr1() -> Signal {

@@ -329,3 +329,14 @@ fn a_non_executable_command_is_one_line_and_status_126() {
     let output = run(&["--", &path]);
     assert_one_line_failure(&output, 126, &[&path]);
 }
+
+/// A bad flag with stderr a broken pipe still exits 125 (eprintln! panicked: 134).
+#[test]
+fn bad_flag_with_broken_stderr_exits_125() {
+    let (read, write) = nix::unistd::pipe().expect("a test process has fds to spare");
+    drop(read);
+    let mut command = Command::new(graceful_run_bin());
+    command.args(["--stop-timeout", "soon", "--", "true"]);
+    let mut gr = crate::support::Gr::spawn_with_stderr(command, write);
+    assert_eq!(code(gr.wait_exit()), Some(125));
+}

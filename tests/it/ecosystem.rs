@@ -718,6 +718,141 @@ fn stale_pid_file_is_replaced() {
     }
 }
 
+/// A symlink planted at the temporary name graceful-run used to write through
+/// (`.NAME.PID.tmp`, predictable) is not followed: the file it points to is untouched. The
+/// pid is predictable here because a shell execs graceful-run once the link is in place.
+#[test]
+fn pid_file_does_not_follow_a_planted_symlink() {
+    use std::io::Write;
+    let dir = TempDir::new("eco-pidlink");
+    let path = dir.join("gr.pid");
+    let victim = dir.join("victim");
+    std::fs::write(&victim, "precious\n").expect("the temp dir is writable");
+    let probe = probe();
+    let mut command = Command::new("sh");
+    command
+        .args(["-c", "read go && exec \"$0\" \"$@\""])
+        .arg(crate::support::graceful_run_bin())
+        .args([
+            "--pid-file",
+            &path.display().to_string(),
+            "--",
+            &probe,
+            "signals",
+        ])
+        .stdin(std::process::Stdio::piped());
+    let mut gr = Gr::spawn(command);
+    for name in [
+        format!(".gr.pid.{}.tmp", gr.pid()),
+        format!(".gr.pid.{}", gr.pid()),
+    ] {
+        std::os::unix::fs::symlink(&victim, dir.join(&name)).expect("the temp dir is writable");
+    }
+    let mut stdin = gr.child.stdin.take().expect("stdin is piped");
+    stdin.write_all(b"go\n").expect("the shell reads its stdin");
+    drop(stdin);
+    gr.wait_stdout("ready");
+    assert_eq!(read_pid(&path), Some(gr.pid()), "{}", gr.output());
+    assert_eq!(
+        std::fs::read_to_string(&victim).expect("the victim file is still there"),
+        "precious\n"
+    );
+    gr.signal(libc::SIGTERM);
+    gr.wait_exit();
+    assert!(!path.exists());
+}
+
+/// Under `umask 000` the pid file is still 0644, not world-writable.
+#[test]
+fn pid_file_mode_ignores_the_umask() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    let dir = TempDir::new("eco-pidmode");
+    let path = dir.join("gr.pid");
+    let probe = probe();
+    let mut command = graceful_run(
+        &[],
+        &[
+            "--pid-file",
+            &path.display().to_string(),
+            "--",
+            &probe,
+            "signals",
+        ],
+    );
+    // SAFETY: umask(2) is async-signal-safe and touches no memory.
+    unsafe {
+        command.pre_exec(|| {
+            libc::umask(0);
+            Ok(())
+        });
+    }
+    let mut gr = Gr::spawn(command);
+    gr.wait_stdout("ready");
+    let mode = std::fs::metadata(&path)
+        .expect("the pid file exists")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o7777, 0o644, "mode {mode:o}");
+    gr.signal(libc::SIGTERM);
+    gr.wait_exit();
+}
+
+/// Instances started at once on the same pid file: exactly one runs, every other exits 125
+/// naming the pid file; the file names the one that runs. (Checking the file's content
+/// before writing let several through.)
+#[test]
+fn pid_file_racing_instances_exactly_one_runs() {
+    let probe = probe();
+    for round in 0..5 {
+        let dir = TempDir::new("eco-pidrace2");
+        let path = dir.join("gr.pid");
+        let path_text = path.display().to_string();
+        let mut instances: Vec<Gr> = (0..4)
+            .map(|_| start(&[], &["--pid-file", &path_text, "--", &probe, "signals"]))
+            .collect();
+        let mut refused = 0;
+        let mut running = Vec::new();
+        for gr in &mut instances {
+            // A refused instance exits at once; a running one prints the probe's "ready".
+            let outcome = gr.poll("the instance runs or is refused", || {
+                if gr.stdout.count(|l| l == "ready") > 0 {
+                    Some(true)
+                } else if gr.stderr.count(|l| l.contains("--pid-file")) > 0 {
+                    Some(false)
+                } else {
+                    None
+                }
+            });
+            if outcome {
+                running.push(gr.pid());
+            } else {
+                assert_eq!(code(gr.wait_exit()), Some(125), "{}", gr.output());
+                assert!(
+                    gr.stderr.text().contains("already running as pid"),
+                    "{}",
+                    gr.output()
+                );
+                refused += 1;
+            }
+        }
+        assert_eq!(running.len(), 1, "round {round}: running {running:?}");
+        assert_eq!(refused, 3);
+        assert_eq!(read_pid(&path), Some(running[0]));
+        for gr in &mut instances {
+            if gr.is_running() {
+                gr.signal(libc::SIGTERM);
+                gr.wait_exit();
+            }
+        }
+        assert!(
+            !path.exists(),
+            "round {round}: the pid file outlived graceful-run"
+        );
+        assert_eq!(std::fs::read_dir(dir.path()).expect("exists").count(), 0);
+    }
+}
+
 // ----- --exit-code-map ------------------------------------------------------------------------
 
 /// `--exit-code-map FROM:TO` rules (repeatable, or spaces in the variable) rewrite the
@@ -1019,7 +1154,9 @@ fn notify_socket_hears_ready_reloading_and_stopping() {
     assert_eq!(children.len(), 2, "{}", gr.output());
     for socket in &children {
         assert!(
-            socket.starts_with("@graceful-run/") && *socket != systemd.address,
+            socket.starts_with('/')
+                && socket.contains("/graceful-run.")
+                && *socket != systemd.address,
             "a generation got NOTIFY_SOCKET={socket}"
         );
     }
@@ -1127,4 +1264,163 @@ fn dropped_log_lines_are_reported_when_stderr_drains() {
         seen.contains("log lines were dropped: stderr was full"),
         "no report of dropped lines in {seen:?}"
     );
+}
+
+// ----- each generation's NOTIFY_SOCKET ---------------------------------------------------------
+
+/// A python sd_notify client that knows nothing of abstract `@names`: prints the address it
+/// got, sends READY=1 to it as a path, and waits.
+const PLAIN_NOTIFY_CLIENT: &str = "import os, socket, time\n\
+     address = os.environ['NOTIFY_SOCKET']\n\
+     print('notify=' + address, flush=True)\n\
+     socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM).sendto(b'READY=1', address)\n\
+     time.sleep(1000)\n";
+
+/// The NOTIFY_SOCKET that generation `index` (0-based) printed.
+fn printed_notify_socket(gr: &Gr, index: usize) -> std::path::PathBuf {
+    gr.poll("the command printed its NOTIFY_SOCKET", || {
+        gr.stdout
+            .snapshot()
+            .iter()
+            .filter_map(|l| l.strip_prefix("notify=").map(std::path::PathBuf::from))
+            .nth(index)
+    })
+}
+
+/// Under `--user nobody`, NOTIFY_SOCKET is a socket file (not an abstract name) in a private
+/// directory: mode 0700, owned by nobody, which can send READY=1 to it; another user cannot.
+/// A generation's socket goes with it, the directory with graceful-run.
+#[test]
+fn notify_socket_is_a_private_file_reachable_by_the_user() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    use std::os::unix::process::CommandExt;
+    let python = "/usr/bin/python3";
+    let mut gr = start(
+        &[],
+        &[
+            "--ready",
+            "notify",
+            "--user",
+            "nobody",
+            "--",
+            python,
+            "-c",
+            PLAIN_NOTIFY_CLIENT,
+        ],
+    );
+    let socket = printed_notify_socket(&gr, 0);
+    gr.wait_stderr("gen 1 (pid");
+    gr.wait_stderr("ready after");
+    assert!(socket.is_absolute(), "{}", socket.display());
+    let dir = socket
+        .parent()
+        .expect("the socket is in a directory")
+        .to_path_buf();
+    let dir_meta = std::fs::metadata(&dir).expect("the directory exists");
+    assert_eq!(dir_meta.permissions().mode() & 0o7777, 0o700);
+    assert_eq!(dir_meta.uid(), 65534, "owned by nobody");
+    let socket_meta = std::fs::metadata(&socket).expect("the socket exists");
+    assert_eq!(socket_meta.uid(), 65534, "owned by nobody");
+
+    // Another user (daemon, uid 1) cannot reach it.
+    let mut intruder = Command::new(python);
+    intruder
+        .args([
+            "-c",
+            "import socket, sys\n\
+             try:\n    socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM).sendto(b'READY=1', sys.argv[1])\n\
+             except PermissionError:\n    print('refused')\n",
+        ])
+        .arg(&socket)
+        .uid(1)
+        .gid(1);
+    let output = run_to_end(intruder);
+    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "refused");
+
+    // A restart: generation 2 gets a socket of its own; generation 1's goes with it.
+    gr.signal(libc::SIGHUP);
+    let second = printed_notify_socket(&gr, 1);
+    assert_ne!(second, socket);
+    assert_eq!(second.parent(), Some(dir.as_path()));
+    gr.wait_stderr("takes over from gen 1");
+    poll_until("generation 1's socket is removed", || !socket.exists());
+    assert!(second.exists());
+
+    gr.signal(libc::SIGTERM);
+    gr.wait_exit();
+    assert!(!dir.exists(), "the notify directory outlived graceful-run");
+}
+
+/// systemd's own client, `systemd-notify --ready`, makes a generation ready.
+#[test]
+fn systemd_notify_makes_a_generation_ready() {
+    if !std::path::Path::new("/usr/bin/systemd-notify").exists() {
+        eprintln!("SKIPPED: systemd-notify is not installed");
+        return;
+    }
+    let marker = crate::support::sleep_marker();
+    let _cleanup = crate::support::KillOnDrop(marker.clone());
+    let script = format!("systemd-notify --ready && exec sleep {marker}");
+    let mut gr = start(&[], &["--ready", "notify", "--", "sh", "-c", &script]);
+    gr.wait_stderr("ready after");
+    gr.signal(libc::SIGTERM);
+    assert_eq!(
+        killed_by(gr.wait_exit()),
+        Some(libc::SIGTERM),
+        "{}",
+        gr.output()
+    );
+}
+
+/// puma with Debian's ruby `sd_notify` gem, which does not understand abstract `@names` (it
+/// crashed puma at boot), becomes ready on its NOTIFY_SOCKET and serves the inherited unix
+/// socket.
+#[test]
+fn puma_becomes_ready_through_sd_notify() {
+    let available = Command::new("ruby")
+        .args(["-e", "require 'sd_notify'; require 'puma'"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !available {
+        assert!(
+            std::env::var_os("GRACEFUL_RUN_TEST_REQUIRE_PUMA").is_none(),
+            "puma and ruby-sd-notify are required here"
+        );
+        eprintln!("SKIPPED: puma or ruby-sd-notify is not installed");
+        return;
+    }
+    let dir = TempDir::new("eco-puma");
+    let app = dir.join("config.ru");
+    std::fs::write(
+        &app,
+        "run ->(env) { [200, {'Content-Type' => 'text/plain', 'X-Pid' => Process.pid.to_s}, ['hello']] }\n",
+    )
+    .expect("the temp dir is writable");
+    let socket = dir.join("puma.sock");
+    let mut gr = start(
+        &[],
+        &[
+            "--ready",
+            "notify",
+            "--ready-timeout",
+            "30s",
+            "-l",
+            &format!("unix:{}", socket.display()),
+            "--",
+            "puma",
+            "--environment",
+            "production",
+            "-b",
+            &format!("unix://{}", socket.display()),
+            &app.display().to_string(),
+        ],
+    );
+    let pid = gr.generation_pid(1);
+    gr.wait_stderr("ready after");
+    let reply = crate::support::http::get(&crate::support::http::Target::Unix(socket), "/")
+        .unwrap_or_else(|e| panic!("puma answers: {e:?}\n{}", gr.output()));
+    assert_eq!(reply.body, "hello");
+    assert_eq!(reply.pid(), pid);
+    gr.signal(libc::SIGTERM);
+    gr.wait_exit();
 }

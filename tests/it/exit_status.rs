@@ -168,3 +168,29 @@ fn non_executable_command_exits_126() {
     assert_cannot_run(&script.display().to_string(), 126);
     assert_cannot_run(&dir.path().display().to_string(), 126);
 }
+
+/// A command killed by a real-time signal (40, SIGRTMIN+6 with glibc) ends graceful-run like
+/// any signal death: it is logged by name and re-raised. (nix's waitpid turned that status
+/// into EINVAL after the kernel had reaped the child: graceful-run never exited.)
+#[test]
+fn realtime_signal_death_is_reraised() {
+    let probe = probe();
+    let (status, _, stderr) = run(&["--", &probe, "kill", "40"]);
+    assert!(stderr.contains("killed by SIGRTMIN+6"), "{stderr}");
+    assert_eq!(killed_by(status), Some(40), "{stderr}");
+}
+
+/// The same as PID 1 of a pid namespace: exit status 128+40.
+#[test]
+fn as_pid1_a_realtime_signal_death_exits_168() {
+    let probe = probe();
+    let mut command = Command::new("unshare");
+    command
+        .args(["--pid", "--fork", "--mount-proc", "--kill-child"])
+        .arg(graceful_run_bin())
+        .args(["--", &probe, "kill", "40"]);
+    let output = run_to_end(command);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("(pid 2): killed by SIGRTMIN+6"), "{stderr}");
+    assert_eq!(code(output.status), Some(128 + 40), "{stderr}");
+}

@@ -7,7 +7,8 @@ use std::time::Duration;
 use nix::libc;
 
 use crate::support::{
-    Gr, alive, code, descendants, graceful_run_bin, killed_by, poll_until, probe, processes,
+    Gr, KillOnDrop, alive, code, descendants, graceful_run_bin, killed_by, poll_until, probe,
+    processes, sleep_marker, sleepers,
 };
 
 /// How many orphans the probe leaves behind.
@@ -170,6 +171,39 @@ fn command_dies_with_graceful_run() {
     gr.wait_stdout("ready");
     let child = gr.generation_pid(1);
     assert!(alive(child));
+    gr.signal(libc::SIGKILL);
+    assert_eq!(killed_by(gr.wait_exit()), Some(libc::SIGKILL));
+    poll_until("the command is gone", || !alive(child));
+}
+
+/// The same with `--user nobody`: the kernel clears the parent-death signal on a credential
+/// change, so it must be set after it (before, the command lived on as an orphan holding the
+/// sockets).
+#[test]
+fn command_under_user_dies_with_graceful_run() {
+    let marker = sleep_marker();
+    let _cleanup = KillOnDrop(marker.clone());
+    let mut gr = Gr::start(&[
+        "--user",
+        "nobody",
+        "-l",
+        "127.0.0.1:0",
+        "--",
+        "sleep",
+        &marker,
+    ]);
+    let child = gr.generation_pid(1);
+    let sleeper = gr.poll("the command runs", || sleepers(&marker).first().copied());
+    assert_eq!(sleeper, child, "{}", gr.output());
+    let uid = std::fs::read_to_string(format!("/proc/{child}/status"))
+        .expect("the command is running")
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("Uid:")
+                .map(|v| v.split_whitespace().next().map(str::to_owned))
+        })
+        .flatten();
+    assert_eq!(uid.as_deref(), Some("65534"), "runs as nobody");
     gr.signal(libc::SIGKILL);
     assert_eq!(killed_by(gr.wait_exit()), Some(libc::SIGKILL));
     poll_until("the command is gone", || !alive(child));

@@ -1019,3 +1019,128 @@ fn descriptors_in_notify_messages_are_closed() {
     gr.signal(libc::SIGTERM);
     gr.wait_exit();
 }
+
+/// The fds of graceful-run (from /proc) whose target contains `needle`.
+fn fds_pointing_at(pid: i32, needle: &str) -> Vec<String> {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("graceful-run's fds are readable")
+        .flatten()
+        .filter_map(|entry| std::fs::read_link(entry.path()).ok())
+        .map(|target| target.display().to_string())
+        .filter(|target| target.contains(needle))
+        .collect()
+}
+
+/// Datagrams carrying more descriptors than the old 16-fd room (here 40 and 253, the kernel's
+/// SCM_MAX_FD) leak none into graceful-run: every one that arrives is closed, and its fd
+/// count is back where it was.
+#[test]
+fn many_descriptors_in_notify_messages_are_all_closed() {
+    let dir = TempDir::new("notify-manyfds");
+    let marker = dir.join("marker");
+    std::fs::write(&marker, b"x").expect("the temp dir is writable");
+    let script = format!(
+        "import array, os, socket, sys, time\n\
+         address = os.environ['NOTIFY_SOCKET'].replace('@', '\\0', 1)\n\
+         s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)\n\
+         print('waiting', flush=True)\n\
+         sys.stdin.readline()\n\
+         for count in (40, 253, 40):\n\
+         \x20   fds = [os.open({marker:?}, os.O_RDONLY) for _ in range(count)]\n\
+         \x20   rights = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array('i', fds))]\n\
+         \x20   s.sendmsg([b'STATUS=fds'], rights, 0, address)\n\
+         \x20   for fd in fds: os.close(fd)\n\
+         s.sendto(b'READY=1', address)\n\
+         print('sent', flush=True)\n\
+         time.sleep(1000)\n",
+        marker = marker.display().to_string()
+    );
+    // Through sh, so that stdin stays a pipe the test writes to (the harness gives
+    // graceful-run itself /dev/null): graceful-run passes it on to the child.
+    let mut command = Command::new("sh");
+    command
+        .args(["-c", "exec \"$0\" \"$@\""])
+        .arg(graceful_run_bin())
+        .args(["--ready", "notify", "--", "python3", "-c", &script])
+        .stdin(std::process::Stdio::piped());
+    let mut gr = Gr::spawn(command);
+    gr.wait_stdout("waiting");
+    let before = std::fs::read_dir(format!("/proc/{}/fd", gr.pid()))
+        .expect("graceful-run's fds are readable")
+        .count();
+    {
+        use std::io::Write;
+        let mut stdin = gr.child.stdin.take().expect("stdin is piped");
+        stdin.write_all(b"go\n").expect("the child reads its stdin");
+    }
+    gr.wait_stdout("sent");
+    gr.wait_stderr("ready after");
+    assert_eq!(
+        fds_pointing_at(gr.pid(), "notify-manyfds"),
+        Vec::<String>::new()
+    );
+    let after = std::fs::read_dir(format!("/proc/{}/fd", gr.pid()))
+        .expect("graceful-run's fds are readable")
+        .count();
+    assert_eq!(
+        after,
+        before,
+        "graceful-run's fd count grew\n{}",
+        gr.output()
+    );
+    assert_eq!(count(&gr, "status: fds"), 3, "{}", gr.output());
+    gr.signal(libc::SIGTERM);
+    gr.wait_exit();
+}
+
+/// 20,000 refused datagrams (credentials of a uid that may not notify, which root can forge)
+/// give a few warning lines a second and a summary counting the rest, not 20,000 lines.
+#[test]
+fn a_flood_of_refused_notify_messages_is_rate_limited() {
+    const FLOOD: usize = 20_000;
+    let script = format!(
+        "import os, socket, struct, time\n\
+         address = os.environ['NOTIFY_SOCKET'].replace('@', '\\0', 1)\n\
+         s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)\n\
+         forged = [(socket.SOL_SOCKET, socket.SCM_CREDENTIALS, struct.pack('iII', os.getpid(), 54321, 54321))]\n\
+         for _ in range({FLOOD}):\n\
+         \x20   s.sendmsg([b'READY=1'], forged, 0, address)\n\
+         s.sendto(b'READY=1', address)\n\
+         print('sent', flush=True)\n\
+         time.sleep(1000)\n"
+    );
+    let start_time = Instant::now();
+    let mut gr = start(
+        &["--ready", "notify", "--ready-timeout", "60s"],
+        &["python3".to_string(), "-c".to_string(), script],
+    );
+    gr.wait_stdout("sent");
+    gr.wait_stderr("ready after");
+    let ignored = |l: &str| l.contains("ignoring a notify message") && l.contains("uid 54321");
+    let summarised = |gr: &Gr| -> usize {
+        gr.stderr
+            .snapshot()
+            .iter()
+            .filter_map(|l| {
+                let rest = &l[l.find("warning: ")? + "warning: ".len()..];
+                rest.strip_suffix(" more notify messages ignored")?
+                    .parse::<usize>()
+                    .ok()
+            })
+            .sum()
+    };
+    // Every refused datagram is either a line or counted in a summary, which comes at the
+    // end of its one-second window at the latest.
+    gr.poll("every refused datagram is accounted for", || {
+        (gr.stderr.count(ignored) + summarised(&gr) == FLOOD).then_some(())
+    });
+    let seconds = start_time.elapsed().as_secs() as usize + 1;
+    let lines = gr.stderr.count(|l| l.contains("notify message"));
+    assert!(
+        lines <= 4 * seconds + 4,
+        "{lines} warning lines in {seconds} s\n{}",
+        gr.stderr.snapshot()[..20.min(lines)].join("\n")
+    );
+    gr.signal(libc::SIGTERM);
+    gr.wait_exit();
+}

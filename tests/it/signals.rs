@@ -513,3 +513,97 @@ fn no_process_group_signals_the_command_alone() {
         gr.output()
     );
 }
+
+/// Real-time signals sent to graceful-run are forwarded like any other, by number and through
+/// `--map-signal` with their kill(1) names; graceful-run survives them (without a handler the
+/// first one killed it and left its socket file behind), and still stops cleanly.
+#[test]
+fn realtime_signals_are_forwarded() {
+    let dir = crate::support::TempDir::new("rt-signals");
+    let socket = dir.join("app.sock");
+    let listen = format!("unix:{}", socket.display());
+    let mut gr = start_signal_probe(&[
+        "-l",
+        &listen,
+        "--map-signal",
+        "RTMIN+7:SIGRTMAX-1",
+        "--restart-signal",
+        "none",
+    ]);
+    assert_eq!(send_and_receive(&gr, 40), 40, "{}", gr.output());
+    assert_eq!(send_and_receive(&gr, libc::SIGRTMIN()), libc::SIGRTMIN());
+    assert_eq!(send_and_receive(&gr, 41), 63, "{}", gr.output());
+    assert_eq!(send_and_receive(&gr, 64), 64, "{}", gr.output());
+    assert!(gr.is_running(), "{}", gr.output());
+    assert!(socket.exists(), "{}", gr.output());
+    force_stop(&mut gr);
+    assert!(!socket.exists(), "the socket file is left behind");
+}
+
+/// A pipe whose read end is already closed, as stderr: every write to it fails with EPIPE and
+/// raises SIGPIPE.
+fn broken_pipe() -> std::os::fd::OwnedFd {
+    let (read, write) = nix::unistd::pipe().expect("a test process has fds to spare");
+    drop(read);
+    write
+}
+
+/// With `-v` and stderr a broken pipe, the first failed log write used to raise SIGPIPE, which
+/// was logged, which raised SIGPIPE again: 100% CPU and TERM never handled. Now graceful-run
+/// stops logging at the first EPIPE and a TERM stops it promptly with the command's status.
+#[test]
+fn broken_stderr_with_verbose_logging_still_stops_on_term() {
+    let probe = probe();
+    let mut command = Command::new(graceful_run_bin());
+    command.args(["-v", "--", &probe, "signals"]);
+    let mut gr = Gr::spawn_with_stderr(command, broken_pipe());
+    gr.wait_stdout("ready");
+    // Ticks of CPU time graceful-run used (utime + stime), from /proc/PID/stat.
+    let cpu = |pid: i32| -> u64 {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let after = &stat[stat.rfind(')').map_or(0, |i| i + 2)..];
+        after
+            .split_whitespace()
+            .skip(11)
+            .take(2)
+            .filter_map(|t| t.parse::<u64>().ok())
+            .sum()
+    };
+    let before = cpu(gr.pid());
+    gr.signal(libc::SIGUSR1);
+    wait_received(&gr, 1);
+    // Observation window: a signal/log loop would burn the whole of it (100 ticks a second).
+    std::thread::sleep(Duration::from_millis(500));
+    let used = cpu(gr.pid()) - before;
+    assert!(used < 25, "graceful-run used {used} ticks in half a second");
+    gr.signal(libc::SIGTERM);
+    let status = gr.wait_exit_within(Duration::from_secs(10));
+    assert_eq!(code(status), Some(0), "the probe exits 0 on TERM");
+    assert_eq!(received(&gr).last(), Some(&libc::SIGTERM));
+}
+
+/// `--stop-signal` and `--restart-signal` take real-time signals by name.
+#[test]
+fn realtime_stop_and_restart_signals() {
+    assert_eq!(
+        stop_signal_delivered(&["--stop-signal", "SIGRTMIN+2"], libc::SIGTERM),
+        libc::SIGRTMIN() + 2
+    );
+    let probe = probe();
+    let mut gr = Gr::start(&[
+        "--restart-signal",
+        "RTMAX-3",
+        "--ready",
+        "100ms",
+        "--",
+        &probe,
+        "signals",
+    ]);
+    gr.generation_pid(1);
+    gr.wait_stderr("ready after");
+    gr.signal(libc::SIGRTMAX() - 3);
+    gr.wait_stderr("SIGRTMAX-3 received: restarting");
+    gr.generation_pid(2);
+    gr.signal(libc::SIGTERM);
+    gr.wait_exit();
+}

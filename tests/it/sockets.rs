@@ -817,3 +817,49 @@ fn failed_listener_undoes_earlier_ones() {
         "no socket file is left behind"
     );
 }
+
+/// A live socket whose backlog is full (a stalled server) is refused at once: the liveness
+/// probe does not block. (A blocking connect waited for an accept that never came: startup
+/// hung forever.)
+#[test]
+fn live_socket_with_a_full_backlog_is_refused_promptly() {
+    use nix::sys::socket::{
+        AddressFamily, Backlog, SockFlag, SockType, UnixAddr, bind, connect, listen, socket,
+    };
+    let dir = TempDir::new("sockets-full");
+    let path = dir.join("app.sock");
+    let server = socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::empty(),
+        None,
+    )
+    .expect("a socket");
+    let addr = UnixAddr::new(&path).expect("a short path");
+    bind(server.as_raw_fd(), &addr).expect("the temp dir is writable");
+    listen(&server, Backlog::new(0).expect("0 is a valid backlog")).expect("listens");
+    // Fill the backlog: non-blocking connects until the kernel says it is full.
+    let mut clients = Vec::new();
+    loop {
+        let client = socket(
+            AddressFamily::Unix,
+            SockType::Stream,
+            SockFlag::SOCK_NONBLOCK,
+            None,
+        )
+        .expect("a socket");
+        match connect(client.as_raw_fd(), &addr) {
+            Ok(()) => clients.push(client),
+            Err(nix::errno::Errno::EAGAIN) => break,
+            Err(e) => panic!("connect: {e}"),
+        }
+        assert!(clients.len() < 1000, "the backlog never filled");
+    }
+    let before = inode(&path);
+    let spec = format!("unix:{}", path.display());
+    let mut gr = Gr::start(&["-l", &spec, "--", &probe(), "report"]);
+    let status = gr.wait_exit_within(Duration::from_secs(10));
+    assert_eq!(code(status), Some(125), "{}", gr.output());
+    gr.wait_stderr("another process is listening on this socket");
+    assert_eq!(inode(&path), before, "the file is untouched");
+}
