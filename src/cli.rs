@@ -98,7 +98,8 @@ pub struct Cli {
     /// After the stop signal graceful-run sends SIGCONT (so a stopped process can act on it),
     /// waits up to this long, then sends SIGKILL to the command's whole process group. A second
     /// TERM or INT during the stop kills at once. Durations are written `500ms`, `30s`,
-    /// `1m30s`; a bare number means seconds.
+    /// `1m30s`, or as a bare number of seconds (`1.5`); every duration flag accepts at most
+    /// a year (`1y`).
     #[arg(
         long,
         value_name = "DURATION",
@@ -182,15 +183,20 @@ pub struct Cli {
     )]
     pub restart_signal: OptionalSignal,
 
-    /// When a new generation counts as ready: `notify`, or a DURATION it must stay up
+    /// When a new generation counts as ready (and the old one is stopped): `auto`, `accepting`, `notify` or a DURATION
     ///
-    /// `notify`: each generation gets its own NOTIFY_SOCKET and is ready when it sends
-    /// READY=1 (sd_notify(3)). A duration: the generation is ready if it is still running
-    /// after that long.
+    /// `auto` (the default) suits nearly every server: the generation is ready when it sends
+    /// READY=1 (sd_notify(3)) on its own NOTIFY_SOCKET, or else as soon as its processes are
+    /// seen waiting for connections on its sockets; nothing needs to change in the server.
+    /// `accepting`: ready once its processes wait (in epoll, poll, select or accept) on every
+    /// stream socket graceful-run passed, even if it sends READY=1 earlier. `notify`: only
+    /// READY=1 counts; for servers that say it once they are truly warmed up, after they
+    /// begin accepting. A DURATION (e.g. `2s`): ready if still running after that long; a
+    /// last resort for commands that take their sockets in a way graceful-run cannot see.
     #[arg(
         long,
         value_name = "MODE",
-        default_value = "1s",
+        default_value = "auto",
         value_parser = parse_ready,
         env = "GRACEFUL_RUN_READY",
         help_heading = "Restarts"
@@ -351,6 +357,10 @@ pub enum LogFormat {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Ready {
+    /// READY=1 if the generation sends it first, else as [`Ready::Accepting`].
+    Auto,
+    /// Its processes wait for connections on every stream listener.
+    Accepting,
     /// READY=1 on the generation's own NOTIFY_SOCKET.
     Notify,
     /// Still running after this long.
@@ -361,17 +371,64 @@ pub enum Ready {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct OptionalSignal(pub Option<Signal>);
 
-/// humantime durations (`500ms`, `1m30s`), and a bare number as seconds, as `docker stop -t`
-/// and `sleep` read it.
+/// The longest duration any flag accepts: one year (humantime's `1y`). Larger values would
+/// overflow `Instant + Duration` (and abort) once added to the clock, and no timeout of a
+/// supervised server is meaningfully longer.
+pub const MAX_DURATION: Duration = Duration::from_secs(31_557_600);
+
+/// What every duration flag accepts, for its error line.
+const DURATION_FORMS: &str = "expected a duration such as 500ms, 30s, 1m30s or 1.5 (seconds)";
+
+/// humantime durations (`500ms`, `1m30s`), and a bare number as seconds with an optional
+/// fraction (`1.5`), as `docker stop -t` and `sleep` read it; at most [`MAX_DURATION`]. Errors
+/// are one short line: humantime's own list every unit it knows.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
-    if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
-        return text
-            .parse::<u64>()
-            .map(Duration::from_secs)
-            .map_err(|e| e.to_string());
+    let duration = match parse_seconds(text) {
+        Some(seconds) => seconds,
+        None => match humantime::parse_duration(text) {
+            Ok(duration) => Some(duration),
+            Err(humantime::DurationError::NumberOverflow) => None,
+            Err(humantime::DurationError::UnknownUnit { unit, .. }) => {
+                return Err(format!(
+                    "unknown unit '{}' (write e.g. 500ms, 30s, 1m30s or 1.5)",
+                    crate::config::escape_controls(&unit)
+                ));
+            }
+            Err(_) => return Err(DURATION_FORMS.into()),
+        },
+    };
+    match duration {
+        Some(duration) if duration <= MAX_DURATION => Ok(duration),
+        _ => Err("longer than the maximum, 1y (365.25 days)".into()),
     }
-    humantime::parse_duration(text).map_err(|e| format!("{e} (write e.g. 500ms, 30s, 1m30s)"))
+}
+
+/// A bare decimal number of seconds (`30`, `1.5`, `.25`): `Some(None)` when it is too long to
+/// represent, `None` when `text` is not such a number.
+fn parse_seconds(text: &str) -> Option<Option<Duration>> {
+    let (whole, fraction) = text.split_once('.').unwrap_or((text, ""));
+    let digits = |part: &str| part.bytes().all(|b| b.is_ascii_digit());
+    if whole.len() + fraction.len() == 0 || !digits(whole) || !digits(fraction) {
+        return None;
+    }
+    // More than 12 digits of seconds is far beyond MAX_DURATION: say "too long" without
+    // risking an overflow in the arithmetic below.
+    if whole.trim_start_matches('0').len() > 12 {
+        return Some(None);
+    }
+    let seconds: u64 = if whole.is_empty() {
+        0
+    } else {
+        whole.parse().ok()?
+    };
+    // Nanoseconds: the first nine digits of the fraction, padded with zeros.
+    let nanos = fraction
+        .bytes()
+        .chain(std::iter::repeat(b'0'))
+        .take(9)
+        .fold(0u32, |n, digit| n * 10 + u32::from(digit - b'0'));
+    Some(Some(Duration::new(seconds, nanos)))
 }
 
 fn parse_optional_signal(text: &str) -> Result<OptionalSignal, String> {
@@ -388,12 +445,37 @@ fn parse_optional_signal(text: &str) -> Result<OptionalSignal, String> {
 }
 
 fn parse_ready(text: &str) -> Result<Ready, String> {
-    if text.trim().eq_ignore_ascii_case("notify") {
-        return Ok(Ready::Notify);
+    const MODES: [(&str, Ready); 3] = [
+        ("auto", Ready::Auto),
+        ("accepting", Ready::Accepting),
+        ("notify", Ready::Notify),
+    ];
+    let trimmed = text.trim();
+    if let Some((_, mode)) = MODES
+        .iter()
+        .find(|(name, _)| trimmed.eq_ignore_ascii_case(name))
+    {
+        return Ok(*mode);
     }
-    parse_duration(text)
-        .map(Ready::After)
-        .map_err(|e| format!("expected `notify` or a duration: {e}"))
+    if let Ok(duration) = parse_duration(trimmed) {
+        return Ok(Ready::After(duration));
+    }
+    // A word close to a mode is a typo of it; anything else was meant as a duration.
+    let lower = trimmed.to_ascii_lowercase();
+    if let Some((name, _)) = MODES
+        .iter()
+        .find(|(name, _)| strsim::damerau_levenshtein(&lower, name) <= 2)
+    {
+        return Err(format!(
+            "expected auto, accepting, notify or a duration such as 2s (did you mean {name}?)"
+        ));
+    }
+    match parse_duration(trimmed) {
+        Err(why) if trimmed.starts_with(|c: char| c.is_ascii_digit() || c == '.') => Err(format!(
+            "expected auto, accepting, notify or a duration: {why}"
+        )),
+        _ => Err("expected auto, accepting, notify or a duration such as 2s".into()),
+    }
 }
 
 /// The clap command with everything `--help` shows, for `--help`, the man page and the

@@ -71,7 +71,9 @@ impl Supervisor<'_> {
             warn!(Subject::NONE, "cannot reset O_NONBLOCK on the sockets: {e}");
         }
         let notify = match self.cfg.ready {
-            Ready::Notify => match NotifySocket::bind(id) {
+            // Auto and Accepting wait for READY=1 for now: the readiness probe of issue 11
+            // replaces this.
+            Ready::Notify | Ready::Auto | Ready::Accepting => match NotifySocket::bind(id) {
                 Ok(socket) => Some(socket),
                 Err(e) => {
                     error!(
@@ -112,7 +114,7 @@ impl Supervisor<'_> {
         let now = Instant::now();
         let ready_at = match self.cfg.ready {
             Ready::After(delay) => Some(now + delay),
-            Ready::Notify => None,
+            Ready::Notify | Ready::Auto | Ready::Accepting => None,
         };
         let generation = Generation {
             id,
