@@ -1043,7 +1043,8 @@ fn inherited_notify_socket_is_not_passed_on() {
     let systemd = Supervisor::abstract_socket();
     let (facts, _gr) = report_of(
         &[("NOTIFY_SOCKET", &systemd.address)],
-        &["-l", "127.0.0.1:0"],
+        // A duration: with a notify-based --ready the generation has a NOTIFY_SOCKET of its own.
+        &["--ready", "1s", "-l", "127.0.0.1:0"],
     );
     assert_eq!(fact(&facts, "env.NOTIFY_SOCKET"), "<unset>");
 }
