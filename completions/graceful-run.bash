@@ -42,19 +42,25 @@ _graceful__run() {
                     return 0
                     ;;
                 --map-signal)
-                    COMPREPLY=($(compgen -f "${cur}"))
+                    COMPREPLY=($(compgen -W "TERM:QUIT TERM:WINCH TERM:INT INT:TERM INT:QUIT QUIT:TERM HUP:USR2 USR2:HUP WINCH: URG:" -- "${cur}"))
                     return 0
                     ;;
                 --stop-signal)
-                    COMPREPLY=($(compgen -f "${cur}"))
+                    COMPREPLY=($(compgen -W "HUP INT QUIT ILL TRAP ABRT BUS FPE USR1 SEGV USR2 PIPE ALRM TERM STKFLT CHLD CONT TSTP TTIN TTOU URG XCPU XFSZ VTALRM PROF WINCH IO PWR SYS" -- "${cur}"))
                     return 0
                     ;;
                 --stop-timeout)
-                    COMPREPLY=($(compgen -f "${cur}"))
+                    COMPREPLY=("${cur}")
+                    if [[ "${BASH_VERSINFO[0]}" -ge 4 ]]; then
+                        compopt -o nospace
+                    fi
                     return 0
                     ;;
                 --drain-delay)
-                    COMPREPLY=($(compgen -f "${cur}"))
+                    COMPREPLY=("${cur}")
+                    if [[ "${BASH_VERSINFO[0]}" -ge 4 ]]; then
+                        compopt -o nospace
+                    fi
                     return 0
                     ;;
                 --pre-stop)
@@ -66,19 +72,25 @@ _graceful__run() {
                     return 0
                     ;;
                 --hook-timeout)
-                    COMPREPLY=($(compgen -f "${cur}"))
+                    COMPREPLY=("${cur}")
+                    if [[ "${BASH_VERSINFO[0]}" -ge 4 ]]; then
+                        compopt -o nospace
+                    fi
                     return 0
                     ;;
                 --restart-signal)
-                    COMPREPLY=($(compgen -f "${cur}"))
+                    COMPREPLY=($(compgen -W "none HUP QUIT ILL TRAP ABRT BUS FPE USR1 SEGV USR2 PIPE ALRM STKFLT CONT TSTP TTIN TTOU URG XCPU XFSZ VTALRM PROF WINCH IO PWR SYS" -- "${cur}"))
                     return 0
                     ;;
                 --ready)
-                    COMPREPLY=($(compgen -f "${cur}"))
+                    COMPREPLY=($(compgen -W "auto accepting notify" -- "${cur}"))
                     return 0
                     ;;
                 --ready-timeout)
-                    COMPREPLY=($(compgen -f "${cur}"))
+                    COMPREPLY=("${cur}")
+                    if [[ "${BASH_VERSINFO[0]}" -ge 4 ]]; then
+                        compopt -o nospace
+                    fi
                     return 0
                     ;;
                 --restart-policy)
@@ -86,11 +98,17 @@ _graceful__run() {
                     return 0
                     ;;
                 --restart-delay)
-                    COMPREPLY=($(compgen -f "${cur}"))
+                    COMPREPLY=("${cur}")
+                    if [[ "${BASH_VERSINFO[0]}" -ge 4 ]]; then
+                        compopt -o nospace
+                    fi
                     return 0
                     ;;
                 --max-restarts)
-                    COMPREPLY=($(compgen -f "${cur}"))
+                    COMPREPLY=("${cur}")
+                    if [[ "${BASH_VERSINFO[0]}" -ge 4 ]]; then
+                        compopt -o nospace
+                    fi
                     return 0
                     ;;
                 --user)
@@ -98,11 +116,25 @@ _graceful__run() {
                     return 0
                     ;;
                 --pid-file)
+                    local oldifs
+                    if [ -n "${IFS+x}" ]; then
+                        oldifs="$IFS"
+                    fi
+                    IFS=$'\n'
                     COMPREPLY=($(compgen -f "${cur}"))
+                    if [ -n "${oldifs+x}" ]; then
+                        IFS="$oldifs"
+                    fi
+                    if [[ "${BASH_VERSINFO[0]}" -ge 4 ]]; then
+                        compopt -o filenames
+                    fi
                     return 0
                     ;;
                 --exit-code-map)
-                    COMPREPLY=($(compgen -f "${cur}"))
+                    COMPREPLY=("${cur}")
+                    if [[ "${BASH_VERSINFO[0]}" -ge 4 ]]; then
+                        compopt -o nospace
+                    fi
                     return 0
                     ;;
                 --log-format)
@@ -124,3 +156,51 @@ if [[ "${BASH_VERSINFO[0]}" -eq 4 && "${BASH_VERSINFO[1]}" -ge 4 || "${BASH_VERS
 else
     complete -F _graceful__run -o bashdefault -o default graceful-run
 fi
+
+# Added to clap's script by tests/generated_files.rs: complete COMMAND (after `--`, or the
+# first word that is neither an option nor an option's value) and then its arguments with
+# the command's own completion, as sudo and env do.
+_graceful_run_complete() {
+    # Which words are glued to the one before (bash splits `TERM:QUIT` and `[::1]:80` at
+    # each colon): an option's value spans them.
+    local line=$COMP_LINE j glued=()
+    for (( j = 0; j < ${#COMP_WORDS[@]}; j++ )); do
+        if [[ $line =~ ^[[:space:]] ]]; then glued[j]=0; else glued[j]=1; fi
+        line=${line#"${line%%[![:space:]]*}"}
+        line=${line#"${COMP_WORDS[j]}"}
+    done
+    local i=1
+    while (( i < COMP_CWORD )); do
+        case ${COMP_WORDS[i]} in
+            --)
+                _graceful_run_command $(( i + 1 ))
+                return
+                ;;
+            -l|--listen|--compat|--map-signal|--stop-signal|--stop-timeout|--drain-delay|--pre-stop|--post-stop|--hook-timeout|--restart-signal|--ready|--ready-timeout|--restart-policy|--restart-delay|--max-restarts|--user|--pid-file|--exit-code-map|--log-format)
+                (( i++ ))
+                while (( i + 1 < COMP_CWORD && glued[i + 1] )); do (( i++ )); done
+                ;;
+            -*) ;;
+            *)
+                _graceful_run_command "$i"
+                return
+                ;;
+        esac
+        (( i++ ))
+    done
+    _graceful__run "$@"
+}
+
+# The command line from word $1 on, completed as its own: bash-completion's _command_offset
+# when it is loaded, else command names and then file names.
+_graceful_run_command() {
+    if declare -F _command_offset >/dev/null; then
+        _command_offset "$1"
+    elif (( COMP_CWORD == $1 )); then
+        COMPREPLY=( $(compgen -c -- "${COMP_WORDS[COMP_CWORD]}") )
+    else
+        COMPREPLY=( $(compgen -f -- "${COMP_WORDS[COMP_CWORD]}") )
+    fi
+}
+
+complete -F _graceful_run_complete -o bashdefault -o default graceful-run

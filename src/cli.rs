@@ -9,8 +9,8 @@
 use std::ffi::OsString;
 use std::time::Duration;
 
-use clap::builder::BoolishValueParser;
-use clap::{Parser, ValueEnum};
+use clap::builder::{BoolishValueParser, PossibleValue, TypedValueParser};
+use clap::{Parser, ValueEnum, ValueHint};
 
 use crate::signal::Signal;
 
@@ -77,6 +77,8 @@ pub struct Cli {
         long,
         value_name = "FROM:TO",
         env = "GRACEFUL_RUN_MAP_SIGNAL",
+        value_parser = Offering::new(keep_text, signal_rule_words),
+        hide_possible_values = true,
         help_heading = "Signals and stopping"
     )]
     pub map_signal: Vec<String>,
@@ -89,6 +91,8 @@ pub struct Cli {
         long,
         value_name = "SIGNAL",
         env = "GRACEFUL_RUN_STOP_SIGNAL",
+        value_parser = Offering::new(str::parse::<Signal>, signal_words),
+        hide_possible_values = true,
         help_heading = "Signals and stopping"
     )]
     pub stop_signal: Option<Signal>,
@@ -105,6 +109,7 @@ pub struct Cli {
         value_name = "DURATION",
         default_value = "10s",
         value_parser = parse_duration,
+        value_hint = ValueHint::Other,
         env = "GRACEFUL_RUN_STOP_TIMEOUT",
         help_heading = "Signals and stopping"
     )]
@@ -127,6 +132,7 @@ pub struct Cli {
         value_name = "DURATION",
         default_value = "0s",
         value_parser = parse_duration,
+        value_hint = ValueHint::Other,
         env = "GRACEFUL_RUN_DRAIN_DELAY",
         help_heading = "Signals and stopping"
     )]
@@ -140,6 +146,7 @@ pub struct Cli {
         long,
         value_name = "CMD",
         env = "GRACEFUL_RUN_PRE_STOP",
+        value_hint = ValueHint::CommandString,
         help_heading = "Signals and stopping"
     )]
     pub pre_stop: Option<String>,
@@ -153,6 +160,7 @@ pub struct Cli {
         long,
         value_name = "CMD",
         env = "GRACEFUL_RUN_POST_STOP",
+        value_hint = ValueHint::CommandString,
         help_heading = "Signals and stopping"
     )]
     pub post_stop: Option<String>,
@@ -163,6 +171,7 @@ pub struct Cli {
         value_name = "DURATION",
         default_value = "10s",
         value_parser = parse_duration,
+        value_hint = ValueHint::Other,
         env = "GRACEFUL_RUN_HOOK_TIMEOUT",
         help_heading = "Signals and stopping"
     )]
@@ -177,7 +186,8 @@ pub struct Cli {
         long,
         value_name = "SIGNAL",
         default_value = "HUP",
-        value_parser = parse_optional_signal,
+        value_parser = Offering::new(parse_optional_signal, restart_signal_words),
+        hide_possible_values = true,
         env = "GRACEFUL_RUN_RESTART_SIGNAL",
         help_heading = "Restarts"
     )]
@@ -197,7 +207,8 @@ pub struct Cli {
         long,
         value_name = "MODE",
         default_value = "auto",
-        value_parser = parse_ready,
+        value_parser = Offering::new(parse_ready, || vec!["auto", "accepting", "notify"]),
+        hide_possible_values = true,
         env = "GRACEFUL_RUN_READY",
         help_heading = "Restarts"
     )]
@@ -212,6 +223,7 @@ pub struct Cli {
         value_name = "DURATION",
         default_value = "60s",
         value_parser = parse_duration,
+        value_hint = ValueHint::Other,
         env = "GRACEFUL_RUN_READY_TIMEOUT",
         help_heading = "Restarts"
     )]
@@ -240,6 +252,7 @@ pub struct Cli {
         value_name = "DURATION",
         default_value = "100ms",
         value_parser = parse_duration,
+        value_hint = ValueHint::Other,
         env = "GRACEFUL_RUN_RESTART_DELAY",
         help_heading = "Restarts"
     )]
@@ -252,6 +265,7 @@ pub struct Cli {
         long,
         value_name = "N",
         env = "GRACEFUL_RUN_MAX_RESTARTS",
+        value_hint = ValueHint::Other,
         help_heading = "Restarts"
     )]
     pub max_restarts: Option<u32>,
@@ -266,6 +280,7 @@ pub struct Cli {
         long,
         value_name = "USER[:GROUP]",
         env = "GRACEFUL_RUN_USER",
+        value_hint = ValueHint::Username,
         help_heading = "Process"
     )]
     pub user: Option<String>,
@@ -278,6 +293,7 @@ pub struct Cli {
         long,
         value_name = "PATH",
         env = "GRACEFUL_RUN_PID_FILE",
+        value_hint = ValueHint::FilePath,
         help_heading = "Process"
     )]
     pub pid_file: Option<std::path::PathBuf>,
@@ -297,6 +313,7 @@ pub struct Cli {
         long,
         value_name = "FROM:TO",
         env = "GRACEFUL_RUN_EXIT_CODE_MAP",
+        value_hint = ValueHint::Other,
         help_heading = "Process"
     )]
     pub exit_code_map: Vec<String>,
@@ -325,7 +342,12 @@ pub struct Cli {
     /// Options end at `--` or at the first word that is not an option, so
     /// `graceful-run nginx -g 'daemon off;'` passes `-g` to nginx. COMMAND is looked up on
     /// PATH afresh for every generation, so a rebuilt binary is what a restart runs.
-    #[arg(value_name = "COMMAND", required = true, trailing_var_arg = true)]
+    #[arg(
+        value_name = "COMMAND",
+        required = true,
+        trailing_var_arg = true,
+        value_hint = ValueHint::CommandWithArguments
+    )]
     pub command: Vec<OsString>,
 }
 
@@ -476,6 +498,78 @@ fn parse_ready(text: &str) -> Result<Ready, String> {
         )),
         _ => Err("expected auto, accepting, notify or a duration such as 2s".into()),
     }
+}
+
+/// A parser function, and the words shell completion offers for its flag (which a plain
+/// function parser cannot tell clap_complete, which then offers file names).
+#[derive(Clone)]
+pub struct Offering<T> {
+    parse: fn(&str) -> Result<T, String>,
+    words: fn() -> Vec<&'static str>,
+}
+
+impl<T> Offering<T> {
+    fn new(parse: fn(&str) -> Result<T, String>, words: fn() -> Vec<&'static str>) -> Self {
+        Offering { parse, words }
+    }
+}
+
+impl<T: Clone + Send + Sync + 'static> TypedValueParser for Offering<T> {
+    type Value = T;
+
+    fn parse_ref(
+        &self,
+        command: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<T, clap::Error> {
+        // clap's own handling of a function parser: the same errors as before.
+        TypedValueParser::parse_ref(&self.parse, command, arg, value)
+    }
+
+    fn possible_values(&self) -> Option<Box<dyn Iterator<Item = PossibleValue> + '_>> {
+        Some(Box::new((self.words)().into_iter().map(PossibleValue::new)))
+    }
+}
+
+fn keep_text(text: &str) -> Result<String, String> {
+    Ok(text.to_string())
+}
+
+/// Every catchable signal by name, for completion.
+fn signal_words() -> Vec<&'static str> {
+    Signal::all()
+        .filter(|s| s.is_catchable())
+        .map(Signal::short_name)
+        .collect()
+}
+
+fn restart_signal_words() -> Vec<&'static str> {
+    let mut words = vec!["none"];
+    words.extend(
+        Signal::all()
+            .filter(|&s| parse_optional_signal(s.short_name()).is_ok())
+            .map(Signal::short_name),
+    );
+    words
+}
+
+/// The translations servers commonly need, for completion: graceful stop on QUIT (nginx,
+/// Starman, hypercorn) or WINCH (Apache httpd), and the reload signals of unicorn, puma and
+/// Server::Starter-era servers.
+fn signal_rule_words() -> Vec<&'static str> {
+    vec![
+        "TERM:QUIT",
+        "TERM:WINCH",
+        "TERM:INT",
+        "INT:TERM",
+        "INT:QUIT",
+        "QUIT:TERM",
+        "HUP:USR2",
+        "USR2:HUP",
+        "WINCH:",
+        "URG:",
+    ]
 }
 
 /// The clap command with everything `--help` shows, for `--help`, the man page and the

@@ -44,7 +44,98 @@ fn completion(shell: Shell) -> Vec<u8> {
     let mut command = graceful_run::cli::command();
     let mut script = Vec::new();
     clap_complete::generate(shell, &mut command, "graceful-run", &mut script);
+    match shell {
+        Shell::Bash => script.extend_from_slice(bash_command_completion(&command).as_bytes()),
+        Shell::Fish => script.extend_from_slice(fish_command_completion(&command).as_bytes()),
+        _ => {}
+    }
     script
+}
+
+/// The options that take a value, as a shell pattern (`-l|--listen|...`).
+fn options_with_values(command: &clap::Command, separator: &str, long_prefix: &str) -> String {
+    command
+        .get_arguments()
+        .filter(|arg| !arg.is_positional() && arg.get_num_args().is_none_or(|n| n.takes_values()))
+        .filter(|arg| arg.get_action().takes_values())
+        .flat_map(|arg| {
+            let short = arg.get_short().map(|s| format!("-{s}"));
+            let long = arg.get_long().map(|l| format!("{long_prefix}{l}"));
+            short.into_iter().chain(long)
+        })
+        .collect::<Vec<_>>()
+        .join(separator)
+}
+
+/// clap_complete's bash script completes flags and their values only, and file names after
+/// them. This completes COMMAND, after `--` or from the first word that is neither an option
+/// nor an option's value, and then its arguments with the command's own completion, as
+/// `sudo` and `env` do (bash-completion's `_command_offset`).
+fn bash_command_completion(command: &clap::Command) -> String {
+    let options = options_with_values(command, "|", "--");
+    format!(
+        r#"
+# Added to clap's script by tests/generated_files.rs: complete COMMAND (after `--`, or the
+# first word that is neither an option nor an option's value) and then its arguments with
+# the command's own completion, as sudo and env do.
+_graceful_run_complete() {{
+    # Which words are glued to the one before (bash splits `TERM:QUIT` and `[::1]:80` at
+    # each colon): an option's value spans them.
+    local line=$COMP_LINE j glued=()
+    for (( j = 0; j < ${{#COMP_WORDS[@]}}; j++ )); do
+        if [[ $line =~ ^[[:space:]] ]]; then glued[j]=0; else glued[j]=1; fi
+        line=${{line#"${{line%%[![:space:]]*}}"}}
+        line=${{line#"${{COMP_WORDS[j]}}"}}
+    done
+    local i=1
+    while (( i < COMP_CWORD )); do
+        case ${{COMP_WORDS[i]}} in
+            --)
+                _graceful_run_command $(( i + 1 ))
+                return
+                ;;
+            {options})
+                (( i++ ))
+                while (( i + 1 < COMP_CWORD && glued[i + 1] )); do (( i++ )); done
+                ;;
+            -*) ;;
+            *)
+                _graceful_run_command "$i"
+                return
+                ;;
+        esac
+        (( i++ ))
+    done
+    _graceful__run "$@"
+}}
+
+# The command line from word $1 on, completed as its own: bash-completion's _command_offset
+# when it is loaded, else command names and then file names.
+_graceful_run_command() {{
+    if declare -F _command_offset >/dev/null; then
+        _command_offset "$1"
+    elif (( COMP_CWORD == $1 )); then
+        COMPREPLY=( $(compgen -c -- "${{COMP_WORDS[COMP_CWORD]}}") )
+    else
+        COMPREPLY=( $(compgen -f -- "${{COMP_WORDS[COMP_CWORD]}}") )
+    fi
+}}
+
+complete -F _graceful_run_complete -o bashdefault -o default graceful-run
+"#
+    )
+}
+
+/// fish: clap_complete leaves positionals out; complete COMMAND and its arguments with fish's
+/// own helper for sudo-like commands, given the options that take a value. The helper reads
+/// leading `--word` arguments as its own flags: the list starts with `-l`.
+fn fish_command_completion(command: &clap::Command) -> String {
+    let options = options_with_values(command, " ", "--");
+    assert!(options.starts_with("-l "), "{options}");
+    format!(
+        "# Added by tests/generated_files.rs: COMMAND and its arguments, as for sudo and env.\n\
+         complete -c graceful-run -x -a '(__fish_complete_subcommand {options})'\n"
+    )
 }
 
 fn generated() -> Vec<(PathBuf, Vec<u8>)> {

@@ -329,3 +329,149 @@ fn a_non_executable_command_is_one_line_and_status_126() {
     let output = run(&["--", &path]);
     assert_one_line_failure(&output, 126, &[&path]);
 }
+
+/// What bash offers for the words `words` of a `graceful-run` command line (the last is the
+/// word being completed), with the committed completion script and bash-completion loaded
+/// and `fakecmd` completing `--alpha --beta`: the completion function is called as bash
+/// calls it. `line` is the text typed, which the script reads to find glued words. Runs in
+/// a directory holding a file named `file-in-cwd`, to show when file names are offered.
+fn bash_completions(line: &str, words: &[&str]) -> Vec<String> {
+    let dir = TempDir::new("cli-complete");
+    std::fs::write(dir.join("file-in-cwd"), "").expect("the temp dir is writable");
+    let quoted: Vec<String> = words
+        .iter()
+        .map(|w| format!("'{}'", w.replace('\'', r"'\''")))
+        .collect();
+    let script = format!(
+        r#"
+. /usr/share/bash-completion/bash_completion
+. '{root}/completions/graceful-run.bash'
+complete -W '--alpha --beta' fakecmd
+COMP_LINE='{line}'
+COMP_POINT=${{#COMP_LINE}}
+COMP_WORDS=({words})
+COMP_CWORD=$(( ${{#COMP_WORDS[@]}} - 1 ))
+COMPREPLY=()
+_graceful_run_complete graceful-run "${{COMP_WORDS[COMP_CWORD]}}" "${{COMP_WORDS[COMP_CWORD-1]}}" 2>/dev/null
+printf '%s\n' "${{COMPREPLY[@]}}"
+"#,
+        root = env!("CARGO_MANIFEST_DIR"),
+        words = quoted.join(" "),
+    );
+    let output = Command::new("bash")
+        .args(["--norc", "--noprofile", "-c", &script])
+        .current_dir(dir.path())
+        .output()
+        .expect("bash runs");
+    assert!(output.status.success(), "{}", stderr_of(&output));
+    let mut offered: Vec<String> = stdout_of(&output)
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(String::from)
+        .collect();
+    offered.sort();
+    offered.dedup();
+    offered
+}
+
+/// bash completes the values of --ready, the signal flags and the enumerations (never file
+/// names there), and after `--` or the first non-option word completes a command, then its
+/// arguments with the command's own completion, also past a `FROM:TO` that bash splits at
+/// the colon.
+#[test]
+#[cfg_attr(
+    not(has_bash_completion),
+    ignore = "bash-completion not installed: apt-get install bash-completion"
+)]
+fn bash_completes_values_and_the_command() {
+    let set = |words: &[&str]| -> Vec<String> {
+        let mut v: Vec<String> = words.iter().map(|w| w.to_string()).collect();
+        v.sort();
+        v
+    };
+    let cases: &[(&str, &[&str], Vec<String>)] = &[
+        (
+            "graceful-run --ready ",
+            &["graceful-run", "--ready", ""],
+            set(&["accepting", "auto", "notify"]),
+        ),
+        (
+            "graceful-run --stop-signal TE",
+            &["graceful-run", "--stop-signal", "TE"],
+            set(&["TERM"]),
+        ),
+        (
+            "graceful-run --restart-signal n",
+            &["graceful-run", "--restart-signal", "n"],
+            set(&["none"]),
+        ),
+        (
+            "graceful-run --map-signal T",
+            &["graceful-run", "--map-signal", "T"],
+            set(&["TERM:INT", "TERM:QUIT", "TERM:WINCH"]),
+        ),
+        (
+            "graceful-run --restart-policy ",
+            &["graceful-run", "--restart-policy", ""],
+            set(&["always", "never", "on-failure"]),
+        ),
+        (
+            "graceful-run --log-format ",
+            &["graceful-run", "--log-format", ""],
+            set(&["json", "text"]),
+        ),
+        (
+            "graceful-run --compat ",
+            &["graceful-run", "--compat", ""],
+            set(&["einhorn", "server-starter"]),
+        ),
+        (
+            "graceful-run -l 8080 fakecmd --al",
+            &["graceful-run", "-l", "8080", "fakecmd", "--al"],
+            set(&["--alpha"]),
+        ),
+        (
+            "graceful-run -v -- fakecmd --b",
+            &["graceful-run", "-v", "--", "fakecmd", "--b"],
+            set(&["--beta"]),
+        ),
+        (
+            "graceful-run --map-signal TERM:QUIT fakecmd --b",
+            &[
+                "graceful-run",
+                "--map-signal",
+                "TERM",
+                ":",
+                "QUIT",
+                "fakecmd",
+                "--b",
+            ],
+            set(&["--beta"]),
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (line, words, expected) in cases {
+        let offered = bash_completions(line, words);
+        if offered != *expected {
+            failures.push(format!(
+                "{line:?}: offered {offered:?}, expected {expected:?}"
+            ));
+        }
+    }
+    // Every signal name for --stop-signal, and no file names.
+    let signals = bash_completions(
+        "graceful-run --stop-signal ",
+        &["graceful-run", "--stop-signal", ""],
+    );
+    if !(signals.contains(&"QUIT".to_string()) && signals.contains(&"USR2".to_string()))
+        || signals.iter().any(|s| s.contains("file-in-cwd"))
+    {
+        failures.push(format!("--stop-signal: offered {signals:?}"));
+    }
+    // A command name after `--`, as bash completes commands.
+    let commands = bash_completions("graceful-run -- tru", &["graceful-run", "--", "tru"]);
+    if !commands.contains(&"true".to_string()) {
+        failures.push(format!("`-- tru`: offered {commands:?}"));
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
