@@ -26,18 +26,54 @@ fn man_page() -> Vec<u8> {
         .expect("writing to a Vec cannot fail");
     man.render_name_section(&mut page)
         .expect("writing to a Vec cannot fail");
-    man.render_synopsis_section(&mut page)
+    // clap_mangen's SYNOPSIS leaves out every option's value (`[-l|--listen]`).
+    page.extend_from_slice(synopsis(&graceful_run::cli::command()).as_bytes());
+    let mut clap_sections = Vec::new();
+    man.render_description_section(&mut clap_sections)
         .expect("writing to a Vec cannot fail");
-    man.render_description_section(&mut page)
+    man.render_options_section(&mut clap_sections)
         .expect("writing to a Vec cannot fail");
-    man.render_options_section(&mut page)
-        .expect("writing to a Vec cannot fail");
+    // The help texts mark literal text with backticks, which roff would print as they are.
+    let clap_sections = String::from_utf8(clap_sections).expect("roff is text");
+    page.extend_from_slice(graceful_run::doc::roff_code(&clap_sections).as_bytes());
     // Our own sections (environment, signals, exit status, examples) replace clap_mangen's
     // "extra" section, which would print the same text without roff formatting.
     page.extend_from_slice(graceful_run::doc::roff().as_bytes());
     man.render_version_section(&mut page)
         .expect("writing to a Vec cannot fail");
     page
+}
+
+/// `graceful-run [-l|--listen SPEC]... [--no-listen-pid] ... [--] COMMAND [ARGS]...` in roff.
+fn synopsis(command: &clap::Command) -> String {
+    // No hyphenation: a flag broken across lines reads as another flag.
+    let mut out = String::from(".SH SYNOPSIS\n.nh\n\\fBgraceful\\-run\\fR");
+    for arg in command.get_arguments().filter(|arg| !arg.is_positional()) {
+        let names: Vec<String> = arg
+            .get_short()
+            .map(|s| format!("\\fB\\-{s}\\fR"))
+            .into_iter()
+            .chain(
+                arg.get_long()
+                    .map(|l| format!("\\fB\\-\\-{}\\fR", l.replace('-', "\\-"))),
+            )
+            .collect();
+        let value = match arg.get_value_names() {
+            Some(values) if arg.get_action().takes_values() => values
+                .iter()
+                .map(|v| format!(" \\fI{v}\\fR"))
+                .collect::<String>(),
+            _ => String::new(),
+        };
+        let repeat = if matches!(arg.get_action(), clap::ArgAction::Append) {
+            "..."
+        } else {
+            ""
+        };
+        out.push_str(&format!(" [{}{value}]{repeat}", names.join("|")));
+    }
+    out.push_str(" [\\fB\\-\\-\\fR] \\fICOMMAND\\fR [\\fIARGS\\fR]...\n.hy\n");
+    out
 }
 
 fn completion(shell: Shell) -> Vec<u8> {
@@ -202,6 +238,13 @@ fn man_page_covers_the_reference() {
             assert!(page.contains(variable.as_ref()), "{variable} missing");
         }
     }
+    // SYNOPSIS shows each option's value; literal text is bold, not in raw backticks.
+    assert!(
+        page.contains("[\\fB\\-l\\fR|\\fB\\-\\-listen\\fR \\fISPEC\\fR]..."),
+        "SYNOPSIS lacks -l's value"
+    );
+    assert!(page.contains("\\fB\\-\\-ready\\fR \\fIMODE\\fR"));
+    assert!(!page.contains('`'), "a backtick is left in the man page");
     for section in [
         "ENVIRONMENT GIVEN TO THE COMMAND",
         "SIGNALS",
