@@ -5,7 +5,9 @@
 
 use std::process::{Command, Output};
 
-use crate::support::{TempDir, code, graceful_run_bin, run_to_end};
+use std::time::{Duration, Instant};
+
+use crate::support::{DEADLINE, Gr, TempDir, code, graceful_run_bin, killed_by, run_to_end};
 
 /// Runs graceful-run with `args` to its end.
 fn run(args: &[&str]) -> Output {
@@ -237,6 +239,26 @@ fn every_bad_value_is_one_line_and_status_125() {
         (&["--pre-stop", ""], "--pre-stop", "''"),
         (&["--post-stop", ""], "--post-stop", "''"),
         (&["--bogus"], "--bogus", "--bogus"),
+        // Durations past the documented maximum (a year) would overflow the clock later.
+        (
+            &["--stop-timeout", "18446744073709551615"],
+            "--stop-timeout",
+            "maximum",
+        ),
+        (&["--ready-timeout", "2y"], "--ready-timeout", "2y"),
+        (&["--drain-delay", "31557601"], "--drain-delay", "31557601"),
+        (&["--ready", "400d"], "--ready", "400d"),
+        // SERVER_STARTER_PORT cannot carry ';' or '=' in a socket path.
+        (
+            &["--compat", "server-starter", "-l", "unix:{tmp}/a;b.sock"],
+            "--listen",
+            "a;b.sock",
+        ),
+        (
+            &["--compat", "server-starter", "-l", "@name=x"],
+            "--listen",
+            "@name=x",
+        ),
     ];
     let mut failures = Vec::new();
     for (bad, flag, value) in cases {
@@ -474,4 +496,272 @@ fn bash_completes_values_and_the_command() {
         failures.push(format!("`-- tru`: offered {commands:?}"));
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// graceful-run with `args` and `env` added, run to its end.
+fn run_env(env: &[(&str, &str)], args: &[&str]) -> Output {
+    let mut command = Command::new(graceful_run_bin());
+    command.args(args).envs(env.iter().copied());
+    run_to_end(command)
+}
+
+/// A misspelt flag keeps clap's tip naming the flag meant, on the one line.
+#[test]
+fn a_misspelt_flag_gets_the_similar_one() {
+    let output = run(&["--stop-timout", "5", "true"]);
+    assert_one_line_failure(
+        &output,
+        125,
+        &[
+            "'--stop-timout'",
+            "tip: a similar argument exists: '--stop-timeout'",
+        ],
+    );
+}
+
+/// A bad value gets one short line that says what is expected: no parser internals, no
+/// list of every unit humantime knows; a near miss of a --ready mode names it.
+#[test]
+fn bad_values_get_one_short_line() {
+    let output = run(&["--ready", "notfy", "true"]);
+    assert_one_line_failure(
+        &output,
+        125,
+        &["'notfy'", "--ready", "did you mean notify?"],
+    );
+    assert!(
+        !stderr_of(&output).contains("expected number"),
+        "{}",
+        stderr_of(&output)
+    );
+    let output = run(&["--stop-timeout", "10x", "true"]);
+    assert_one_line_failure(
+        &output,
+        125,
+        &["'10x'", "--stop-timeout", "unknown unit 'x'"],
+    );
+    let line = stderr_of(&output);
+    assert!(line.len() < 200 && !line.contains("usec"), "{line}");
+}
+
+/// A bare number of seconds may have a fraction, as --help says: `--stop-timeout 1.5` kills
+/// a command that ignores TERM about 1.5 s after the stop signal (not after the default 10 s).
+#[test]
+fn a_fractional_stop_timeout_is_seconds() {
+    let mut gr = Gr::start(&[
+        "--stop-timeout",
+        "1.5",
+        "--",
+        "sh",
+        "-c",
+        "trap '' TERM; echo up; sleep 100",
+    ]);
+    gr.wait_stdout("up");
+    let sent = Instant::now();
+    gr.signal(nix::libc::SIGTERM);
+    let status = gr.wait_exit();
+    let elapsed = sent.elapsed();
+    assert_eq!(
+        killed_by(status),
+        Some(nix::libc::SIGKILL),
+        "{}",
+        gr.output()
+    );
+    assert!(
+        elapsed >= Duration::from_millis(1400) && elapsed < Duration::from_secs(8),
+        "killed {elapsed:?} after TERM\n{}",
+        gr.output()
+    );
+}
+
+/// `--ready` takes `auto` (the default), `accepting`, `notify` and durations.
+#[test]
+fn ready_accepts_every_mode() {
+    for mode in ["auto", "accepting", "notify", "2s", "0.5"] {
+        let output = run(&["--ready", mode, "--", "sh", "-c", "exit 4"]);
+        assert_eq!(
+            code(output.status),
+            Some(4),
+            "{mode}: {}",
+            stderr_of(&output)
+        );
+    }
+}
+
+/// A bad value from a GRACEFUL_RUN_* variable names the variable as well as the flag; a bad
+/// value on the command line does not blame a (good) variable.
+#[test]
+fn a_bad_value_from_the_environment_names_the_variable() {
+    let cases: &[(&str, &str, &str)] = &[
+        ("GRACEFUL_RUN_STOP_TIMEOUT", "10x", "--stop-timeout"),
+        ("GRACEFUL_RUN_READY", "sometime", "--ready"),
+        ("GRACEFUL_RUN_COMPAT", "systemd", "--compat"),
+        ("GRACEFUL_RUN_LISTEN", "99999", "--listen"),
+        ("GRACEFUL_RUN_MAP_SIGNAL", "TERM", "--map-signal"),
+        ("GRACEFUL_RUN_USER", "no-such-user-gr", "--user"),
+    ];
+    let mut failures = Vec::new();
+    for (variable, value, flag) in cases {
+        let output = run_env(&[(variable, value)], &["--", "sh", "-c", "echo child-ran"]);
+        let needle = format!("from {variable}");
+        if let Some(problem) = one_line_failure(&output, 125, &[flag, value, &needle]) {
+            failures.push(format!("{variable}={value}: {problem}"));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    let output = run_env(
+        &[("GRACEFUL_RUN_STOP_TIMEOUT", "5s")],
+        &["--stop-timeout", "10x", "true"],
+    );
+    assert_one_line_failure(&output, 125, &["--stop-timeout", "'10x'"]);
+    assert!(
+        !stderr_of(&output).contains("GRACEFUL_RUN_"),
+        "{}",
+        stderr_of(&output)
+    );
+}
+
+/// Control characters and newlines in a value are escaped in the error line: one line, no
+/// raw escape sequence reaching the terminal.
+#[test]
+fn control_characters_in_values_are_escaped() {
+    let cases: &[&[&str]] = &[
+        &["-l", "unix:/tmp/x\n\x1b[31mred,bogus"],
+        &["--stop-signal", "TERM\nKILL"],
+        &["--stop-timeout", "1\n\x1b[2J"],
+        &["--log-format", "json\n"],
+        &["--bogus\nflag"],
+        &["--user", "x\r\nroot"],
+    ];
+    let mut failures = Vec::new();
+    for bad in cases {
+        let mut args = bad.to_vec();
+        args.push("true");
+        let output = run(&args);
+        if let Some(problem) = one_line_failure(&output, 125, &["\\n"]) {
+            failures.push(format!("{bad:?}: {problem}"));
+        }
+        let bytes = &output.stderr[..output.stderr.len().saturating_sub(1)];
+        if bytes.iter().any(|b| b.is_ascii_control()) {
+            failures.push(format!(
+                "{bad:?}: a control character: {:?}",
+                stderr_of(&output)
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// The write end of a pipe whose read end is closed: writing to it fails with EPIPE.
+fn broken_pipe() -> std::os::fd::OwnedFd {
+    let (read, write) = nix::unistd::pipe().expect("a test process can make a pipe");
+    drop(read);
+    write
+}
+
+/// Runs `command` to its end (stdin from /dev/null) within [`DEADLINE`].
+fn status_of(mut command: Command) -> std::process::ExitStatus {
+    let mut child = command
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .expect("graceful-run runs");
+    let end = Instant::now() + DEADLINE;
+    loop {
+        if let Some(status) = child.try_wait().expect("waiting works") {
+            return status;
+        }
+        if Instant::now() > end {
+            let _ = child.kill();
+            panic!("{command:?} did not finish within {DEADLINE:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A bad flag with stderr a broken pipe still exits 125 (no panic on the failed write), and
+/// --help or --version whose reader went away exits 0; an unwritable stdout (a full disk)
+/// exits 125 with one line.
+#[test]
+fn failed_writes_of_messages_keep_the_documented_status() {
+    let mut command = Command::new(graceful_run_bin());
+    command
+        .args(["--bogus", "true"])
+        .stdout(std::process::Stdio::null())
+        .stderr(broken_pipe());
+    let status = status_of(command);
+    assert_eq!(code(status), Some(125), "{status:?}");
+    for flag in ["--help", "--version"] {
+        let mut command = Command::new(graceful_run_bin());
+        command
+            .arg(flag)
+            .stdout(broken_pipe())
+            .stderr(std::process::Stdio::null());
+        let status = status_of(command);
+        assert_eq!(code(status), Some(0), "{flag}: {status:?}");
+    }
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .expect("/dev/full exists on Linux");
+    let mut command = Command::new(graceful_run_bin());
+    command.arg("--help").stdout(full);
+    let output = run_to_end_keeping_stdout(command);
+    assert_one_line_failure(&output, 125, &["stdout"]);
+}
+
+/// Like [`run_to_end`], with stdout left as the command set it.
+fn run_to_end_keeping_stdout(mut command: Command) -> Output {
+    command
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    let child = command.spawn().expect("graceful-run runs");
+    let pid = child.id();
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = sender.send(child.wait_with_output());
+    });
+    match receiver.recv_timeout(DEADLINE) {
+        Ok(output) => output.expect("waiting works"),
+        Err(_) => panic!("pid {pid} did not finish within {DEADLINE:?}"),
+    }
+}
+
+/// graceful-run's last line says how it ends: the command's status, a mapped status, or a
+/// death by the command's signal.
+#[test]
+fn the_last_line_says_how_graceful_run_exits() {
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["sh", "-c", "exit 3"],
+            "graceful-run: exiting with status 3",
+        ),
+        (
+            &["--exit-code-map", "3:0", "--", "sh", "-c", "exit 3"],
+            "graceful-run: exiting with status 0 (the command's 3, after --exit-code-map)",
+        ),
+        (
+            &["sh", "-c", "kill -TERM $$"],
+            "graceful-run: dying of SIGTERM like the command",
+        ),
+    ];
+    for (args, last) in cases {
+        let output = run(args);
+        let stderr = stderr_of(&output);
+        assert_eq!(stderr.lines().last(), Some(*last), "{args:?}: {stderr}");
+    }
+}
+
+/// A startup failure after parsing (here the pid file's directory is missing) is one line
+/// with its context: the flag, the path and the system's reason.
+#[test]
+fn startup_errors_carry_their_context() {
+    let output = run(&["--pid-file", "/no/such/dir/gr.pid", "--", "true"]);
+    assert_one_line_failure(
+        &output,
+        125,
+        &[
+            "--pid-file '/no/such/dir/gr.pid'",
+            "No such file or directory",
+        ],
+    );
 }
