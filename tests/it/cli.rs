@@ -765,3 +765,37 @@ fn startup_errors_carry_their_context() {
         ],
     );
 }
+
+/// Counts read as English: `serving on 1 socket`, `1 connection open` (the example server's
+/// lines, which users copy).
+#[test]
+fn counts_of_one_are_singular() {
+    use std::io::{Read, Write};
+    let server = crate::support::http_server();
+    let mut gr = Gr::start(&["-l", "127.0.0.1:0", "--ready", "notify", "--", &server]);
+    gr.wait_stderr("status: serving on 1 socket");
+    // One keep-alive connection, open when the stop begins.
+    let mut connection = std::net::TcpStream::connect(gr.inet_addr(0)).expect("the server accepts");
+    connection
+        .write_all(b"GET / HTTP/1.1\r\nHost: test\r\n\r\n")
+        .expect("the request is sent");
+    connection
+        .set_read_timeout(Some(DEADLINE))
+        .expect("a timeout can be set");
+    let mut first = [0u8; 12];
+    connection
+        .read_exact(&mut first)
+        .expect("the response begins");
+    assert_eq!(&first, b"HTTP/1.1 200", "{}", gr.output());
+    gr.signal(nix::libc::SIGTERM);
+    gr.wait_stderr("stopping: 1 connection open");
+    drop(connection);
+    gr.wait_exit();
+    assert_eq!(
+        gr.stderr
+            .count(|l| l.contains("1 sockets") || l.contains("1 connections")),
+        0,
+        "{}",
+        gr.output()
+    );
+}
