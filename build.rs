@@ -43,6 +43,11 @@ const TOOLS: &[Tool] = &[
             ". /usr/share/bash-completion/bash_completion && declare -F _command_offset",
         ],
     },
+    Tool {
+        cfg: "has_fish",
+        name: "FISH",
+        probe: &["fish", "--no-config", "-c", "true"],
+    },
 ];
 
 fn main() {

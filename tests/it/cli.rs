@@ -799,3 +799,65 @@ fn counts_of_one_are_singular() {
         gr.output()
     );
 }
+
+/// What fish offers for `line` with the committed completion script loaded and `fakecmd`
+/// completing `--alpha` and `--beta`, in a directory holding `file-in-cwd`.
+fn fish_completions(line: &str) -> Vec<String> {
+    let dir = TempDir::new("cli-fish");
+    std::fs::write(dir.join("file-in-cwd"), "").expect("the temp dir is writable");
+    let script = format!(
+        "source '{}/completions/graceful-run.fish'; \
+         complete -c fakecmd -l alpha; complete -c fakecmd -l beta; \
+         complete -C '{line}'",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let output = Command::new("fish")
+        .args(["--no-config", "-c", &script])
+        .current_dir(dir.path())
+        .output()
+        .expect("fish runs");
+    assert!(output.status.success(), "{}", stderr_of(&output));
+    let mut offered: Vec<String> = stdout_of(&output)
+        .lines()
+        .map(|l| l.split('\t').next().unwrap_or_default().to_string())
+        .filter(|l| !l.is_empty())
+        .collect();
+    offered.sort();
+    offered.dedup();
+    offered
+}
+
+/// fish, like bash, completes the values of --ready and the signal flags, and the command
+/// and then its arguments after the options.
+#[test]
+#[cfg_attr(not(has_fish), ignore = "fish not installed: apt-get install fish")]
+fn fish_completes_values_and_the_command() {
+    let cases: &[(&str, &[&str])] = &[
+        ("graceful-run --ready ", &["accepting", "auto", "notify"]),
+        ("graceful-run --stop-signal TE", &["TERM"]),
+        (
+            "graceful-run --restart-policy ",
+            &["always", "never", "on-failure"],
+        ),
+        ("graceful-run -l 8080 fakecmd --al", &["--alpha"]),
+        ("graceful-run -v -- fakecmd --b", &["--beta"]),
+        (
+            "graceful-run --map-signal TERM:QUIT fakecmd --b",
+            &["--beta"],
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (line, expected) in cases {
+        let offered = fish_completions(line);
+        if offered != *expected {
+            failures.push(format!(
+                "{line:?}: offered {offered:?}, expected {expected:?}"
+            ));
+        }
+    }
+    let commands = fish_completions("graceful-run -- tru");
+    if !commands.contains(&"true".to_string()) {
+        failures.push(format!("`-- tru`: offered {commands:?}"));
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
