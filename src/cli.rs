@@ -5,6 +5,11 @@
 //! have a type of their own (durations, signals) are parsed here, so clap's error names the
 //! flag and the value; repeatable flags whose environment variable holds several values are
 //! kept as text and split and parsed in `config.rs`.
+//!
+//! Every DURATION is bounded by [`MAX_DURATION`] here, at parse time: the supervisor adds
+//! durations to `Instant::now()`, which panics on overflow. Flags whose values are words
+//! (`--ready`, the signal flags) name those words through [`Offering`], which is how the
+//! shell completions offer them instead of file names.
 
 use std::ffi::OsString;
 use std::time::Duration;

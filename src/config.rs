@@ -3,7 +3,11 @@
 //! the password database for `--user` is a lookup, not a side effect.)
 //!
 //! Every error is one line that names the flag and the value and says why, and graceful-run
-//! exits 125 with it, as `env` and `timeout` do for their own failures.
+//! exits 125 with it, as `env` and `timeout` do for their own failures. The line also names
+//! the GRACEFUL_RUN_* variable when the value came from one (a user who set it long ago in a
+//! Dockerfile would otherwise look for the flag on a command line that has none), keeps
+//! clap's "a similar argument exists" tip, and escapes control characters in echoed values
+//! (a crafted value must not print several lines or drive the terminal).
 
 use std::ffi::OsString;
 use std::path::PathBuf;
