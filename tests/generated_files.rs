@@ -142,6 +142,18 @@ _graceful_run_complete() {{
         esac
         (( i++ ))
     done
+    # A value bash split at its colons (`--map-signal TERM:`): complete the whole value,
+    # then offer only the part after the last piece bash kept apart.
+    local start=$COMP_CWORD
+    while (( start > 2 && glued[start] )); do (( start-- )); done
+    if (( start < COMP_CWORD )); then
+        local whole="" prefix
+        for (( j = start; j <= COMP_CWORD; j++ )); do whole+=${{COMP_WORDS[j]}}; done
+        _graceful__run "$1" "$whole" "${{COMP_WORDS[start - 1]}}"
+        prefix=${{whole%"${{COMP_WORDS[COMP_CWORD]}}"}}
+        COMPREPLY=( "${{COMPREPLY[@]#"$prefix"}}" )
+        return
+    fi
     _graceful__run "$@"
 }}
 

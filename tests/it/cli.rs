@@ -433,6 +433,11 @@ fn bash_completes_values_and_the_command() {
             set(&["TERM:INT", "TERM:QUIT", "TERM:WINCH"]),
         ),
         (
+            "graceful-run --map-signal TERM:",
+            &["graceful-run", "--map-signal", "TERM", ":", ""],
+            set(&["INT", "QUIT", "WINCH"]),
+        ),
+        (
             "graceful-run --restart-policy ",
             &["graceful-run", "--restart-policy", ""],
             set(&["always", "never", "on-failure"]),
