@@ -201,8 +201,8 @@ fn serve(sockets: Vec<Socket>, options: Options) -> Result<ExitCode, String> {
             log!("{name} ignored: graceful-run restarts by starting a new generation");
         } else if !server.shutdown.has_begun() {
             log!(
-                "stopping: {} connections open ({name})",
-                server.open_connections()
+                "stopping: {} open ({name})",
+                plural(server.open_connections(), "connection")
             );
             notify("STOPPING=1\n");
             server.shutdown.begin();
@@ -243,7 +243,10 @@ fn run_server(server: &Arc<Server>, sockets: Vec<Socket>, options: &Options) {
         }
     }
     if options.send_ready {
-        notify(&format!("READY=1\nSTATUS=serving on {count} sockets\n"));
+        notify(&format!(
+            "READY=1\nSTATUS=serving on {}\n",
+            plural(count, "socket")
+        ));
         log!("ready");
     } else {
         log!("ready (READY=1 not sent: --no-ready)");
@@ -425,7 +428,10 @@ fn listen_fd_names(count: RawFd) -> Vec<String> {
             names.split(':').map(String::from).collect()
         }
         Ok(names) => {
-            log!("ignoring LISTEN_FDNAMES={names:?}: it does not name {count} fds");
+            log!(
+                "ignoring LISTEN_FDNAMES={names:?}: it does not name {}",
+                plural(count, "fd")
+            );
             unknown
         }
         Err(_) => unknown,
@@ -1157,4 +1163,13 @@ fn poll_ready(fds: &mut [PollFd], timeout: Option<Duration>) -> nix::Result<bool
 
 fn is_ready(fd: &PollFd) -> bool {
     fd.any().unwrap_or(false)
+}
+
+/// `1 socket`, `2 sockets`.
+fn plural<T: std::fmt::Display + PartialEq + From<u8>>(count: T, noun: &str) -> String {
+    if count == T::from(1) {
+        format!("1 {noun}")
+    } else {
+        format!("{count} {noun}s")
+    }
 }

@@ -5,12 +5,17 @@
 //! have a type of their own (durations, signals) are parsed here, so clap's error names the
 //! flag and the value; repeatable flags whose environment variable holds several values are
 //! kept as text and split and parsed in `config.rs`.
+//!
+//! Every DURATION is bounded by [`MAX_DURATION`] here, at parse time: the supervisor adds
+//! durations to `Instant::now()`, which panics on overflow. Flags whose values are words
+//! (`--ready`, the signal flags) name those words through [`Offering`], which is how the
+//! shell completions offer them instead of file names.
 
 use std::ffi::OsString;
 use std::time::Duration;
 
-use clap::builder::BoolishValueParser;
-use clap::{Parser, ValueEnum};
+use clap::builder::{BoolishValueParser, PossibleValue, TypedValueParser};
+use clap::{Parser, ValueEnum, ValueHint};
 
 use crate::signal::Signal;
 
@@ -71,13 +76,14 @@ pub struct Cli {
     /// Translate a signal passed to the command (repeatable); `FROM:` drops it
     ///
     /// E.g. `--map-signal TERM:QUIT` for servers such as nginx whose graceful stop is QUIT.
-    /// Signals are accepted as `TERM`, `SIGTERM`, `sigterm` or `15` everywhere, real-time
-    /// signals as `RTMIN+3`, `SIGRTMAX-1` or 34-64. In GRACEFUL_RUN_MAP_SIGNAL, separate
-    /// several rules with spaces.
+    /// Signals are accepted as `TERM`, `SIGTERM`, `sigterm` or `15` everywhere. In
+    /// GRACEFUL_RUN_MAP_SIGNAL, separate several rules with spaces.
     #[arg(
         long,
         value_name = "FROM:TO",
         env = "GRACEFUL_RUN_MAP_SIGNAL",
+        value_parser = Offering::new(keep_text, signal_rule_words),
+        hide_possible_values = true,
         help_heading = "Signals and stopping"
     )]
     pub map_signal: Vec<String>,
@@ -90,6 +96,8 @@ pub struct Cli {
         long,
         value_name = "SIGNAL",
         env = "GRACEFUL_RUN_STOP_SIGNAL",
+        value_parser = Offering::new(str::parse::<Signal>, signal_words),
+        hide_possible_values = true,
         help_heading = "Signals and stopping"
     )]
     pub stop_signal: Option<Signal>,
@@ -99,12 +107,14 @@ pub struct Cli {
     /// After the stop signal graceful-run sends SIGCONT (so a stopped process can act on it),
     /// waits up to this long, then sends SIGKILL to the command's whole process group. A second
     /// TERM or INT during the stop kills at once. Durations are written `500ms`, `30s`,
-    /// `1m30s`; a bare number means seconds.
+    /// `1m30s`, or as a bare number of seconds (`1.5`); every duration flag accepts at most
+    /// a year (`1y`).
     #[arg(
         long,
         value_name = "DURATION",
         default_value = "10s",
         value_parser = parse_duration,
+        value_hint = ValueHint::Other,
         env = "GRACEFUL_RUN_STOP_TIMEOUT",
         help_heading = "Signals and stopping"
     )]
@@ -146,6 +156,7 @@ pub struct Cli {
         value_name = "DURATION",
         default_value = "0s",
         value_parser = parse_duration,
+        value_hint = ValueHint::Other,
         env = "GRACEFUL_RUN_DRAIN_DELAY",
         help_heading = "Signals and stopping"
     )]
@@ -159,6 +170,7 @@ pub struct Cli {
         long,
         value_name = "CMD",
         env = "GRACEFUL_RUN_PRE_STOP",
+        value_hint = ValueHint::CommandString,
         help_heading = "Signals and stopping"
     )]
     pub pre_stop: Option<String>,
@@ -172,6 +184,7 @@ pub struct Cli {
         long,
         value_name = "CMD",
         env = "GRACEFUL_RUN_POST_STOP",
+        value_hint = ValueHint::CommandString,
         help_heading = "Signals and stopping"
     )]
     pub post_stop: Option<String>,
@@ -182,6 +195,7 @@ pub struct Cli {
         value_name = "DURATION",
         default_value = "10s",
         value_parser = parse_duration,
+        value_hint = ValueHint::Other,
         env = "GRACEFUL_RUN_HOOK_TIMEOUT",
         help_heading = "Signals and stopping"
     )]
@@ -196,22 +210,29 @@ pub struct Cli {
         long,
         value_name = "SIGNAL",
         default_value = "HUP",
-        value_parser = parse_optional_signal,
+        value_parser = Offering::new(parse_optional_signal, restart_signal_words),
+        hide_possible_values = true,
         env = "GRACEFUL_RUN_RESTART_SIGNAL",
         help_heading = "Restarts"
     )]
     pub restart_signal: OptionalSignal,
 
-    /// When a new generation counts as ready: `notify`, or a DURATION it must stay up
+    /// When a new generation counts as ready (and the old one is stopped): `auto`, `accepting`, `notify` or a DURATION
     ///
-    /// `notify`: each generation gets its own NOTIFY_SOCKET and is ready when it sends
-    /// READY=1 (sd_notify(3)). A duration: the generation is ready if it is still running
-    /// after that long.
+    /// `auto` (the default) suits nearly every server: the generation is ready when it sends
+    /// READY=1 (sd_notify(3)) on its own NOTIFY_SOCKET, or else as soon as its processes are
+    /// seen waiting for connections on its sockets; nothing needs to change in the server.
+    /// `accepting`: ready once its processes wait (in epoll, poll, select or accept) on every
+    /// stream socket graceful-run passed, even if it sends READY=1 earlier. `notify`: only
+    /// READY=1 counts; for servers that say it once they are truly warmed up, after they
+    /// begin accepting. A DURATION (e.g. `2s`): ready if still running after that long; a
+    /// last resort for commands that take their sockets in a way graceful-run cannot see.
     #[arg(
         long,
         value_name = "MODE",
-        default_value = "1s",
-        value_parser = parse_ready,
+        default_value = "auto",
+        value_parser = Offering::new(parse_ready, || vec!["auto", "accepting", "notify"]),
+        hide_possible_values = true,
         env = "GRACEFUL_RUN_READY",
         help_heading = "Restarts"
     )]
@@ -226,6 +247,7 @@ pub struct Cli {
         value_name = "DURATION",
         default_value = "60s",
         value_parser = parse_duration,
+        value_hint = ValueHint::Other,
         env = "GRACEFUL_RUN_READY_TIMEOUT",
         help_heading = "Restarts"
     )]
@@ -254,6 +276,7 @@ pub struct Cli {
         value_name = "DURATION",
         default_value = "100ms",
         value_parser = parse_duration,
+        value_hint = ValueHint::Other,
         env = "GRACEFUL_RUN_RESTART_DELAY",
         help_heading = "Restarts"
     )]
@@ -266,6 +289,7 @@ pub struct Cli {
         long,
         value_name = "N",
         env = "GRACEFUL_RUN_MAX_RESTARTS",
+        value_hint = ValueHint::Other,
         help_heading = "Restarts"
     )]
     pub max_restarts: Option<u32>,
@@ -280,18 +304,20 @@ pub struct Cli {
         long,
         value_name = "USER[:GROUP]",
         env = "GRACEFUL_RUN_USER",
+        value_hint = ValueHint::Username,
         help_heading = "Process"
     )]
     pub user: Option<String>,
 
     /// Write graceful-run's own pid to PATH, so scripts can `kill -HUP "$(cat PATH)"`
     ///
-    /// Written atomically (mode 0644) and removed at exit. The file stays locked (flock) while
-    /// graceful-run runs: a second instance given the same PATH refuses to start.
+    /// Written atomically and removed at exit. graceful-run refuses to start if PATH names a
+    /// live graceful-run.
     #[arg(
         long,
         value_name = "PATH",
         env = "GRACEFUL_RUN_PID_FILE",
+        value_hint = ValueHint::FilePath,
         help_heading = "Process"
     )]
     pub pid_file: Option<std::path::PathBuf>,
@@ -311,6 +337,7 @@ pub struct Cli {
         long,
         value_name = "FROM:TO",
         env = "GRACEFUL_RUN_EXIT_CODE_MAP",
+        value_hint = ValueHint::Other,
         help_heading = "Process"
     )]
     pub exit_code_map: Vec<String>,
@@ -339,7 +366,12 @@ pub struct Cli {
     /// Options end at `--` or at the first word that is not an option, so
     /// `graceful-run nginx -g 'daemon off;'` passes `-g` to nginx. COMMAND is looked up on
     /// PATH afresh for every generation, so a rebuilt binary is what a restart runs.
-    #[arg(value_name = "COMMAND", required = true, trailing_var_arg = true)]
+    #[arg(
+        value_name = "COMMAND",
+        required = true,
+        trailing_var_arg = true,
+        value_hint = ValueHint::CommandWithArguments
+    )]
     pub command: Vec<OsString>,
 }
 
@@ -379,12 +411,12 @@ pub enum LogFormat {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Ready {
-    /// READY=1 if the generation sends it first, else as soon as it waits on its sockets.
+    /// READY=1 if the generation sends it first, else as [`Ready::Accepting`].
     Auto,
+    /// Its processes wait for connections on every stream listener.
+    Accepting,
     /// READY=1 on the generation's own NOTIFY_SOCKET.
     Notify,
-    /// Its processes wait for connections on every stream socket passed to it.
-    Accepting,
     /// Still running after this long.
     After(Duration),
 }
@@ -393,17 +425,64 @@ pub enum Ready {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct OptionalSignal(pub Option<Signal>);
 
-/// humantime durations (`500ms`, `1m30s`), and a bare number as seconds, as `docker stop -t`
-/// and `sleep` read it.
+/// The longest duration any flag accepts: one year (humantime's `1y`). Larger values would
+/// overflow `Instant + Duration` (and abort) once added to the clock, and no timeout of a
+/// supervised server is meaningfully longer.
+pub const MAX_DURATION: Duration = Duration::from_secs(31_557_600);
+
+/// What every duration flag accepts, for its error line.
+const DURATION_FORMS: &str = "expected a duration such as 500ms, 30s, 1m30s or 1.5 (seconds)";
+
+/// humantime durations (`500ms`, `1m30s`), and a bare number as seconds with an optional
+/// fraction (`1.5`), as `docker stop -t` and `sleep` read it; at most [`MAX_DURATION`]. Errors
+/// are one short line: humantime's own list every unit it knows.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
-    if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
-        return text
-            .parse::<u64>()
-            .map(Duration::from_secs)
-            .map_err(|e| e.to_string());
+    let duration = match parse_seconds(text) {
+        Some(seconds) => seconds,
+        None => match humantime::parse_duration(text) {
+            Ok(duration) => Some(duration),
+            Err(humantime::DurationError::NumberOverflow) => None,
+            Err(humantime::DurationError::UnknownUnit { unit, .. }) => {
+                return Err(format!(
+                    "unknown unit '{}' (write e.g. 500ms, 30s, 1m30s or 1.5)",
+                    crate::config::escape_controls(&unit)
+                ));
+            }
+            Err(_) => return Err(DURATION_FORMS.into()),
+        },
+    };
+    match duration {
+        Some(duration) if duration <= MAX_DURATION => Ok(duration),
+        _ => Err("longer than the maximum, 1y (365.25 days)".into()),
     }
-    humantime::parse_duration(text).map_err(|e| format!("{e} (write e.g. 500ms, 30s, 1m30s)"))
+}
+
+/// A bare decimal number of seconds (`30`, `1.5`, `.25`): `Some(None)` when it is too long to
+/// represent, `None` when `text` is not such a number.
+fn parse_seconds(text: &str) -> Option<Option<Duration>> {
+    let (whole, fraction) = text.split_once('.').unwrap_or((text, ""));
+    let digits = |part: &str| part.bytes().all(|b| b.is_ascii_digit());
+    if whole.len() + fraction.len() == 0 || !digits(whole) || !digits(fraction) {
+        return None;
+    }
+    // More than 12 digits of seconds is far beyond MAX_DURATION: say "too long" without
+    // risking an overflow in the arithmetic below.
+    if whole.trim_start_matches('0').len() > 12 {
+        return Some(None);
+    }
+    let seconds: u64 = if whole.is_empty() {
+        0
+    } else {
+        whole.parse().ok()?
+    };
+    // Nanoseconds: the first nine digits of the fraction, padded with zeros.
+    let nanos = fraction
+        .bytes()
+        .chain(std::iter::repeat(b'0'))
+        .take(9)
+        .fold(0u32, |n, digit| n * 10 + u32::from(digit - b'0'));
+    Some(Some(Duration::new(seconds, nanos)))
 }
 
 fn parse_optional_signal(text: &str) -> Result<OptionalSignal, String> {
@@ -420,18 +499,109 @@ fn parse_optional_signal(text: &str) -> Result<OptionalSignal, String> {
 }
 
 fn parse_ready(text: &str) -> Result<Ready, String> {
-    for (name, ready) in [
-        ("notify", Ready::Notify),
+    const MODES: [(&str, Ready); 3] = [
         ("auto", Ready::Auto),
         ("accepting", Ready::Accepting),
-    ] {
-        if text.trim().eq_ignore_ascii_case(name) {
-            return Ok(ready);
-        }
+        ("notify", Ready::Notify),
+    ];
+    let trimmed = text.trim();
+    if let Some((_, mode)) = MODES
+        .iter()
+        .find(|(name, _)| trimmed.eq_ignore_ascii_case(name))
+    {
+        return Ok(*mode);
     }
-    parse_duration(text)
-        .map(Ready::After)
-        .map_err(|e| format!("expected `notify` or a duration: {e}"))
+    if let Ok(duration) = parse_duration(trimmed) {
+        return Ok(Ready::After(duration));
+    }
+    // A word close to a mode is a typo of it; anything else was meant as a duration.
+    let lower = trimmed.to_ascii_lowercase();
+    if let Some((name, _)) = MODES
+        .iter()
+        .find(|(name, _)| strsim::damerau_levenshtein(&lower, name) <= 2)
+    {
+        return Err(format!(
+            "expected auto, accepting, notify or a duration such as 2s (did you mean {name}?)"
+        ));
+    }
+    match parse_duration(trimmed) {
+        Err(why) if trimmed.starts_with(|c: char| c.is_ascii_digit() || c == '.') => Err(format!(
+            "expected auto, accepting, notify or a duration: {why}"
+        )),
+        _ => Err("expected auto, accepting, notify or a duration such as 2s".into()),
+    }
+}
+
+/// A parser function, and the words shell completion offers for its flag (which a plain
+/// function parser cannot tell clap_complete, which then offers file names).
+#[derive(Clone)]
+pub struct Offering<T> {
+    parse: fn(&str) -> Result<T, String>,
+    words: fn() -> Vec<&'static str>,
+}
+
+impl<T> Offering<T> {
+    fn new(parse: fn(&str) -> Result<T, String>, words: fn() -> Vec<&'static str>) -> Self {
+        Offering { parse, words }
+    }
+}
+
+impl<T: Clone + Send + Sync + 'static> TypedValueParser for Offering<T> {
+    type Value = T;
+
+    fn parse_ref(
+        &self,
+        command: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<T, clap::Error> {
+        // clap's own handling of a function parser: the same errors as before.
+        TypedValueParser::parse_ref(&self.parse, command, arg, value)
+    }
+
+    fn possible_values(&self) -> Option<Box<dyn Iterator<Item = PossibleValue> + '_>> {
+        Some(Box::new((self.words)().into_iter().map(PossibleValue::new)))
+    }
+}
+
+fn keep_text(text: &str) -> Result<String, String> {
+    Ok(text.to_string())
+}
+
+/// Every catchable signal by name, for completion.
+fn signal_words() -> Vec<&'static str> {
+    Signal::all()
+        .filter(|s| s.is_catchable())
+        .map(Signal::short_name)
+        .collect()
+}
+
+fn restart_signal_words() -> Vec<&'static str> {
+    let mut words = vec!["none"];
+    words.extend(
+        Signal::all()
+            .filter(|&s| parse_optional_signal(s.short_name()).is_ok())
+            .map(Signal::short_name),
+    );
+    words
+}
+
+/// The translations servers commonly need, for completion: graceful stop on QUIT (nginx,
+/// Starman, hypercorn) or WINCH (Apache httpd), and the reload signals of unicorn, puma and
+/// Server::Starter-era servers.
+fn signal_rule_words() -> Vec<&'static str> {
+    vec![
+        "TERM:QUIT",
+        "TERM:WINCH",
+        "TERM:INT",
+        "INT:TERM",
+        "INT:QUIT",
+        "QUIT:TERM",
+        "HUP:USR2",
+        "USR2:HUP",
+        "WINCH:",
+        "URG:",
+    ]
 }
 
 /// The clap command with everything `--help` shows, for `--help`, the man page and the

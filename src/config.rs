@@ -3,7 +3,11 @@
 //! the password database for `--user` is a lookup, not a side effect.)
 //!
 //! Every error is one line that names the flag and the value and says why, and graceful-run
-//! exits 125 with it, as `env` and `timeout` do for their own failures.
+//! exits 125 with it, as `env` and `timeout` do for their own failures. The line also names
+//! the GRACEFUL_RUN_* variable when the value came from one (a user who set it long ago in a
+//! Dockerfile would otherwise look for the flag on a command line that has none), keeps
+//! clap's "a similar argument exists" tip, and escapes control characters in echoed values
+//! (a crafted value must not print several lines or drive the terminal).
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -86,40 +90,157 @@ where
     } else {
         cli::parsing_command()
     };
-    let matches = match command.try_get_matches_from(args) {
+    let matches = match command.clone().try_get_matches_from(&args) {
         Ok(matches) => matches,
-        Err(error) => return Err(clap_stop(error)),
+        Err(error) => return Err(clap_stop(error, &command, &args)),
     };
-    let parsed = Cli::from_arg_matches(&matches).map_err(clap_stop)?;
+    let parsed =
+        Cli::from_arg_matches(&matches).map_err(|error| clap_stop(error, &command, &args))?;
     let from_env = |id: &str| matches.value_source(id) == Some(ValueSource::EnvVariable);
     build(parsed, &from_env).map_err(Stop::Invalid)
 }
 
-fn clap_stop(error: clap::Error) -> Stop {
-    use clap::error::ErrorKind;
-    match error.kind() {
+/// clap's error as one line. clap renders several paragraphs (the error, tips, usage, a
+/// pointer to --help) and echoes values verbatim, so the line is put together from the
+/// error's parts instead: the value escaped, the tips kept, the origin of a value that came
+/// from a GRACEFUL_RUN_* variable named.
+fn clap_stop(error: clap::Error, command: &clap::Command, args: &[OsString]) -> Stop {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    let text = |kind| match error.get(kind) {
+        Some(ContextValue::String(text)) => Some(text.clone()),
+        Some(ContextValue::StyledStr(text)) => Some(text.to_string()),
+        _ => None,
+    };
+    let many = |kind| match error.get(kind) {
+        Some(ContextValue::Strings(list)) => list.clone(),
+        Some(ContextValue::String(one)) => vec![one.clone()],
+        Some(ContextValue::StyledStrs(list)) => list.iter().map(ToString::to_string).collect(),
+        _ => Vec::new(),
+    };
+    let message = match error.kind() {
         ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
-            Stop::Info(error.render().to_string())
+            return Stop::Info(error.render().to_string());
         }
         ErrorKind::MissingRequiredArgument
-        | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => Stop::Invalid(
-            "no COMMAND given (usage: graceful-run [OPTIONS] [--] COMMAND [ARGS]...; see --help)"
-                .into(),
-        ),
-        _ => Stop::Invalid(one_line(&error.render().to_string())),
+        | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            return Stop::Invalid(
+                "no COMMAND given (usage: graceful-run [OPTIONS] [--] COMMAND [ARGS]...; see --help)"
+                    .into(),
+            );
+        }
+        kind @ (ErrorKind::InvalidValue | ErrorKind::ValueValidation) => {
+            let (Some(arg), Some(value)) = (
+                text(ContextKind::InvalidArg),
+                text(ContextKind::InvalidValue),
+            ) else {
+                return Stop::Invalid(first_paragraph(&error));
+            };
+            let reason = if kind == ErrorKind::ValueValidation {
+                std::error::Error::source(&error).map_or_else(
+                    || "not a valid value".to_string(),
+                    |source| source.to_string(),
+                )
+            } else {
+                let valid = many(ContextKind::ValidValue).join(", ");
+                match text(ContextKind::SuggestedValue) {
+                    Some(suggested) => {
+                        format!("expected one of {valid} (did you mean {suggested}?)")
+                    }
+                    None => format!("expected one of {valid}"),
+                }
+            };
+            let origin = env_origin(&error, command, args, &arg);
+            format!(
+                "invalid value '{value}' for '{arg}'{origin}: {reason}",
+                value = escape_controls(&value)
+            )
+        }
+        ErrorKind::UnknownArgument => {
+            let arg = text(ContextKind::InvalidArg).unwrap_or_default();
+            let tips: Vec<String> = many(ContextKind::SuggestedArg)
+                .into_iter()
+                .map(|similar| format!("tip: a similar argument exists: '{similar}'"))
+                .collect();
+            // clap's other tip, "to pass '--x' as a value, use '-- --x'", misleads here:
+            // after `--`, '--x' would be the command.
+            let mut line = format!("unexpected argument '{}'", escape_controls(&arg));
+            if !tips.is_empty() {
+                line.push_str(&format!(" ({})", tips.join("; ")));
+            }
+            line
+        }
+        _ => first_paragraph(&error),
+    };
+    Stop::Invalid(format!("{} (see --help)", escape_controls(&message)))
+}
+
+/// ` from VARIABLE` when the bad value of `arg` came from its environment variable: the
+/// same arguments without any environment parse past it.
+fn env_origin(
+    error: &clap::Error,
+    command: &clap::Command,
+    args: &[OsString],
+    arg: &str,
+) -> String {
+    // An unbuilt command cannot display its arguments.
+    let mut built = command.clone();
+    built.build();
+    let Some(variable) = built
+        .get_arguments()
+        .find(|candidate| candidate.to_string() == arg)
+        .and_then(clap::Arg::get_env)
+    else {
+        return String::new();
+    };
+    let without_env = command.clone().mut_args(|arg| arg.env(None::<&str>));
+    let same_error = match without_env.try_get_matches_from(args) {
+        Ok(_) => false,
+        Err(other) => {
+            other.kind() == error.kind()
+                && other
+                    .get(clap::error::ContextKind::InvalidArg)
+                    .map(ToString::to_string)
+                    == Some(arg.to_string())
+        }
+    };
+    if same_error {
+        String::new()
+    } else {
+        format!(" from {}", variable.to_string_lossy())
     }
 }
 
 /// clap's first paragraph, on one line, without its `error: ` prefix.
-fn one_line(rendered: &str) -> String {
+fn first_paragraph(error: &clap::Error) -> String {
+    let rendered = error.render().to_string();
     let paragraph: Vec<&str> = rendered
         .lines()
         .take_while(|line| !line.trim().is_empty())
         .map(str::trim)
         .collect();
     let joined = paragraph.join(" ");
-    let text = joined.strip_prefix("error: ").unwrap_or(&joined);
-    format!("{text} (see --help)")
+    joined
+        .strip_prefix("error: ")
+        .unwrap_or(&joined)
+        .to_string()
+}
+
+/// `text` with control characters (newlines, escape sequences) written as Rust escapes
+/// (`\n`, `\u{1b}`), so that a value echoed in an error stays on its line and cannot drive
+/// the terminal. Everything else, non-ASCII letters included, is kept as it is.
+pub fn escape_controls(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut escaped = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if c.is_control() {
+            escaped.extend(c.escape_debug());
+        } else {
+            escaped.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(escaped)
 }
 
 /// Parses every value of a repeatable flag: from the command line one per flag, from its
@@ -135,14 +256,38 @@ fn parse_all<T>(
     } else {
         raw.iter().map(String::as_str).collect()
     };
+    let origin = origin(flag, from_env);
     values
         .into_iter()
-        .map(|text| parse(text).map_err(|reason| invalid(flag, text, reason)))
+        .map(|text| parse(text).map_err(|reason| invalid_from(flag, &origin, text, reason)))
         .collect()
 }
 
-fn invalid(flag: &str, value: &str, reason: impl std::fmt::Display) -> String {
-    format!("invalid value '{value}' for '{flag}': {reason}")
+/// ` from GRACEFUL_RUN_STOP_TIMEOUT` for a value of `flag` (`--stop-timeout <DURATION>`)
+/// that came from its variable, whose name is the flag's in capitals, as clap's `env`
+/// attributes in cli.rs spell every one; empty for a value from the command line.
+fn origin(flag: &str, from_env: bool) -> String {
+    if !from_env {
+        return String::new();
+    }
+    let name = flag
+        .trim_start_matches('-')
+        .split(' ')
+        .next()
+        .unwrap_or_default();
+    format!(
+        " from GRACEFUL_RUN_{}",
+        name.replace('-', "_").to_ascii_uppercase()
+    )
+}
+
+/// The one form of every bad-value line; `origin` is [`origin`]'s.
+fn invalid_from(flag: &str, origin: &str, value: &str, reason: impl std::fmt::Display) -> String {
+    format!(
+        "invalid value '{}' for '{flag}'{origin}: {}",
+        escape_controls(value),
+        escape_controls(&reason.to_string())
+    )
 }
 
 fn build(cli: Cli, from_env: &dyn Fn(&str) -> bool) -> Result<Config, String> {
@@ -167,12 +312,13 @@ fn build(cli: Cli, from_env: &dyn Fn(&str) -> bool) -> Result<Config, String> {
 
     let restart_signal = cli.restart_signal.0;
 
-    for (flag, hook) in [
-        ("--pre-stop <CMD>", &cli.pre_stop),
-        ("--post-stop <CMD>", &cli.post_stop),
+    for (id, flag, hook) in [
+        ("pre_stop", "--pre-stop <CMD>", &cli.pre_stop),
+        ("post_stop", "--post-stop <CMD>", &cli.post_stop),
     ] {
         if hook.as_deref().is_some_and(|cmd| cmd.trim().is_empty()) {
-            return Err(invalid(flag, "", "the command is empty"));
+            let origin = origin(flag, from_env(id));
+            return Err(invalid_from(flag, &origin, "", "the command is empty"));
         }
     }
 
@@ -181,11 +327,16 @@ fn build(cli: Cli, from_env: &dyn Fn(&str) -> bool) -> Result<Config, String> {
     }
 
     let user = match &cli.user {
-        Some(spec) => {
-            resolve_user(spec).map_err(|reason| invalid("--user <USER[:GROUP]>", spec, reason))?
-        }
+        Some(spec) => resolve_user(spec).map_err(|reason| {
+            let flag = "--user <USER[:GROUP]>";
+            invalid_from(flag, &origin(flag, from_env("user")), spec, reason)
+        })?,
         None => None,
     };
+
+    if cli.compat.contains(&Compat::ServerStarter) {
+        check_server_starter_paths(&listen, from_env("listen"))?;
+    }
 
     Ok(Config {
         listen,
@@ -220,6 +371,34 @@ fn build(cli: Cli, from_env: &dyn Fn(&str) -> bool) -> Result<Config, String> {
         log_format: cli.log_format,
         command: cli.command,
     })
+}
+
+/// SERVER_STARTER_PORT is `KEY=FD` pairs joined with `;`, and Server::Starter's readers split
+/// on both characters with no escape: a unix socket path (or abstract name) containing either
+/// would be read as other sockets or other fds.
+fn check_server_starter_paths(listen: &[ListenSpec], from_env: bool) -> Result<(), String> {
+    use crate::listen::Address;
+    let flag = "--listen <SPEC>";
+    for spec in listen {
+        let key = match &spec.address {
+            Address::Unix(path) => path.as_os_str().as_encoded_bytes(),
+            Address::Abstract(name) => name.as_slice(),
+            Address::Tcp(..) | Address::Udp(..) => continue,
+        };
+        if let Some(&bad) = key.iter().find(|&&b| b == b';' || b == b'=') {
+            return Err(invalid_from(
+                flag,
+                &origin(flag, from_env),
+                &spec.text,
+                format!(
+                    "--compat server-starter cannot pass a socket path containing '{}': \
+                     SERVER_STARTER_PORT separates sockets with ';' and fds with '=', unescaped",
+                    char::from(bad)
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// `USER[:GROUP]`, names or numbers, against the password and group databases. Returns None
@@ -326,7 +505,7 @@ mod tests {
         let config = parse_args(&["true"]).unwrap();
         assert_eq!(config.stop_timeout, Duration::from_secs(10));
         assert_eq!(config.restart_signal, Some(Signal::HUP));
-        assert_eq!(config.ready, Ready::After(Duration::from_secs(1)));
+        assert_eq!(config.ready, Ready::Auto);
         assert_eq!(config.stop_mapping(Signal::INT), Mapping::To(Signal::INT));
         assert!(config.process_group && config.listen_pid && config.subreaper);
     }
@@ -384,6 +563,63 @@ mod tests {
         assert_eq!(cli::parse_duration("1m30s"), Ok(Duration::from_secs(90)));
         assert_eq!(cli::parse_duration("250ms"), Ok(Duration::from_millis(250)));
         assert!(cli::parse_duration("fast").is_err());
+    }
+
+    #[test]
+    fn bare_seconds_take_a_fraction() {
+        assert_eq!(cli::parse_duration("1.5"), Ok(Duration::from_millis(1500)));
+        assert_eq!(cli::parse_duration(".25"), Ok(Duration::from_millis(250)));
+        assert_eq!(cli::parse_duration("2."), Ok(Duration::from_secs(2)));
+        assert_eq!(
+            cli::parse_duration("0.0000000019"),
+            Ok(Duration::from_nanos(1))
+        );
+        for bad in [".", "1.2.3", "-1", "1,5", ""] {
+            assert!(cli::parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn durations_stop_at_a_year() {
+        assert_eq!(cli::parse_duration("1y"), Ok(cli::MAX_DURATION));
+        assert_eq!(cli::parse_duration("31557600"), Ok(cli::MAX_DURATION));
+        for long in [
+            "31557601",
+            "1y1s",
+            "18446744073709551615",
+            "99999999999999999999.5",
+            "600000000000000000000000ns",
+        ] {
+            let why = cli::parse_duration(long).expect_err(long);
+            assert!(why.contains("maximum"), "{long}: {why}");
+        }
+    }
+
+    #[test]
+    fn ready_modes_and_typos() {
+        for (text, ready) in [
+            ("auto", Ready::Auto),
+            ("accepting", Ready::Accepting),
+            ("Notify", Ready::Notify),
+            ("2s", Ready::After(Duration::from_secs(2))),
+            ("0.5", Ready::After(Duration::from_millis(500))),
+        ] {
+            let config = parse_args(&["--ready", text, "true"]).unwrap();
+            assert_eq!(config.ready, ready, "{text}");
+        }
+        let message = error(&["--ready", "acepting", "true"]);
+        assert!(message.contains("did you mean accepting?"), "{message}");
+    }
+
+    #[test]
+    fn control_characters_are_escaped() {
+        assert_eq!(escape_controls("plain é"), "plain é");
+        assert_eq!(escape_controls("a\nb\x1b[0m\t"), "a\\nb\\u{1b}[0m\\t");
+        let message = error(&["--stop-signal", "X\nY", "true"]);
+        assert!(
+            message.contains("X\\nY") && !message.contains('\n'),
+            "{message}"
+        );
     }
 
     #[test]

@@ -43,8 +43,8 @@ pub const SECTIONS: &[Section] = &[
             ),
             Item(
                 "NOTIFY_SOCKET",
-                "With --ready notify: the generation's own sd_notify socket. graceful-run's own \
-                 NOTIFY_SOCKET, if it has one, is never passed on.",
+                "Unless --ready is a duration: the generation's own sd_notify socket. \
+                 graceful-run's own NOTIFY_SOCKET, if it has one, is never passed on.",
             ),
             Item(
                 "SERVER_STARTER_PORT, SERVER_STARTER_GENERATION",
@@ -84,6 +84,14 @@ pub const SECTIONS: &[Section] = &[
                 "ENV GRACEFUL_RUN_LISTEN=8080 GRACEFUL_RUN_DRAIN_DELAY=5s GRACEFUL_RUN_STOP_TIMEOUT=20s",
             ),
         ],
+    },
+    Section {
+        title: "DURATIONS",
+        blocks: &[Para(
+            "Every DURATION is written with units, as `500ms`, `30s`, `1m30s`, `2h` or `1d`, or \
+             as a bare number of seconds, with a fraction if need be (`1.5`). The longest \
+             accepted is one year (`1y`, 365.25 days); a longer value is refused at start.",
+        )],
     },
     Section {
         title: "SIGNALS",
@@ -129,7 +137,9 @@ pub const SECTIONS: &[Section] = &[
             Item(
                 "the command's status",
                 "graceful-run exits with the exit code of the command (of the generation serving \
-                 last), after --exit-code-map.",
+                 last), after --exit-code-map. Its last log line says how it ends, e.g. \
+                 `graceful-run: exiting with status 3` or `graceful-run: dying of SIGTERM like \
+                 the command`.",
             ),
             Item(
                 "death by signal N",
@@ -138,8 +148,14 @@ pub const SECTIONS: &[Section] = &[
                  1, where that is impossible, it exits 128+N. --exit-code-map sees 128+N.",
             ),
             Item(
+                "0 after --help or --version",
+                "Also when the reader of stdout goes away early (`graceful-run --help | head`).",
+            ),
+            Item(
                 "125",
-                "graceful-run failed: a bad flag or value, a socket it cannot bind, ...",
+                "graceful-run failed: a bad flag or value (one line on stderr names the flag, \
+                 the value, and the variable if it came from one), a socket it cannot bind, \
+                 stdout unwritable for --help, ...",
             ),
             Item("126", "COMMAND was found but cannot be executed."),
             Item("127", "COMMAND was not found."),
@@ -253,8 +269,27 @@ pub fn roff() -> String {
     out
 }
 
+/// `code` spans (Markdown-style backticks, which --help shows as they are) in bold, as man
+/// pages set literal text. An unpaired backtick is left alone.
+pub fn roff_code(roff: &str) -> String {
+    let mut out = String::with_capacity(roff.len());
+    let mut rest = roff;
+    while let Some(start) = rest.find('`') {
+        let Some(length) = rest[start + 1..].find('`') else {
+            break;
+        };
+        out.push_str(&rest[..start]);
+        out.push_str("\\fB");
+        out.push_str(&rest[start + 1..start + 1 + length]);
+        out.push_str("\\fR");
+        rest = &rest[start + 2 + length..];
+    }
+    out.push_str(rest);
+    out
+}
+
 fn roff_escape(text: &str) -> String {
-    let escaped = text.replace('\\', "\\e").replace('-', "\\-");
+    let escaped = roff_code(&text.replace('\\', "\\e").replace('-', "\\-"));
     // A line starting with . or ' would be a roff request.
     escaped
         .lines()
@@ -286,5 +321,13 @@ mod tests {
     fn roff_escapes_dashes_and_leading_dots() {
         assert_eq!(roff_escape("--flag"), "\\-\\-flag");
         assert_eq!(roff_escape(".hidden"), "\\&.hidden");
+    }
+
+    #[test]
+    fn roff_sets_code_in_bold() {
+        assert_eq!(
+            roff_code("use `a` or `b c`, not `"),
+            "use \\fBa\\fR or \\fBb c\\fR, not `"
+        );
     }
 }

@@ -35,6 +35,7 @@ pub mod signal;
 pub mod spawn;
 pub mod supervisor;
 
+use anyhow::Context;
 use config::Config;
 use exit::Outcome;
 use log::Subject;
@@ -48,7 +49,7 @@ pub fn run(config: &Config) -> Outcome {
     let program = &config.command[0];
     let path = std::env::var_os("PATH");
     if let Err(e) = spawn::look_up(program, path.as_deref()) {
-        error!(Subject::NONE, "{e}");
+        error!(Subject::NONE, "{}", config::escape_controls(&e.to_string()));
         return Outcome::Code(e.exit_code());
     }
 
@@ -58,54 +59,75 @@ pub fn run(config: &Config) -> Outcome {
         .enable_io()
         .enable_time()
         .build()
+        .context("cannot start the event loop")
     {
         Ok(runtime) => runtime,
-        Err(e) => {
-            error!(Subject::NONE, "cannot start the event loop: {e}");
-            return Outcome::Code(exit::FAILURE);
-        }
+        Err(e) => return startup_failed(&e),
     };
     runtime.block_on(serve(config, ignored_signals))
 }
 
-async fn serve(config: &Config, ignored_signals: Vec<signal::Signal>) -> Outcome {
-    // Handlers first: a TERM that arrives while sockets are being bound must stop the
-    // service cleanly, not kill graceful-run and leave a socket file behind.
-    let signals = match signal::receive::SignalReceiver::install() {
-        Ok(signals) => signals,
-        Err(e) => {
-            error!(Subject::NONE, "cannot install signal handlers: {e}");
-            return Outcome::Code(exit::FAILURE);
-        }
-    };
-    // After the handlers: a script that reads the pid as soon as the file appears and sends
-    // HUP must reach a graceful-run that handles it. Removed when dropped, at return.
-    let _pid_file = match &config.pid_file {
-        Some(path) => match pid_file::PidFile::create(path) {
-            Ok(file) => Some(file),
-            Err(why) => {
-                error!(Subject::NONE, "--pid-file '{}': {why}", path.display());
-                return Outcome::Code(exit::FAILURE);
-            }
-        },
+/// Logs a startup error with its chain of context on one line (`--listen '[::]:80': cannot
+/// bind [::]:80: Permission denied`), and gives graceful-run's own failure status.
+fn startup_failed(error: &anyhow::Error) -> Outcome {
+    error!(
+        Subject::NONE,
+        "{}",
+        config::escape_controls(&format!("{error:#}"))
+    );
+    Outcome::Code(exit::FAILURE)
+}
+
+/// What graceful-run holds before the first generation starts.
+struct Started {
+    signals: signal::receive::SignalReceiver,
+    /// Removed when dropped.
+    pid_file: Option<pid_file::PidFile>,
+    listeners: listen::Listeners,
+}
+
+/// Everything that can fail before the command runs, in the order that keeps it clean:
+/// handlers first (a TERM that arrives while sockets are being bound must stop the service
+/// cleanly, not kill graceful-run and leave a socket file behind), then the pid file (a
+/// script that reads the pid as soon as the file appears and sends HUP must reach a
+/// graceful-run that handles it), then the sockets.
+fn start(config: &Config) -> anyhow::Result<Started> {
+    let signals =
+        signal::receive::SignalReceiver::install().context("cannot install signal handlers")?;
+    let pid_file = match &config.pid_file {
+        Some(path) => Some(
+            pid_file::PidFile::create(path)
+                .map_err(anyhow::Error::msg)
+                .with_context(|| format!("--pid-file '{}'", path.display()))?,
+        ),
         None => None,
     };
-    let mut listeners = match listen::Listeners::bind(&config.listen) {
-        Ok(listeners) => listeners,
-        Err(e) => {
-            error!(Subject::NONE, "{e}");
-            return Outcome::Code(exit::FAILURE);
-        }
-    };
+    let listeners = listen::Listeners::bind(&config.listen)?;
     for (i, listener) in listeners.iter().enumerate() {
         info!(
             Subject::NONE,
             "listening on {} (fd {}, name {})",
-            listener.bound,
+            config::escape_controls(&listener.bound.to_string()),
             3 + i,
-            listener.fd_name()
+            config::escape_controls(listener.fd_name())
         );
     }
+    Ok(Started {
+        signals,
+        pid_file,
+        listeners,
+    })
+}
+
+async fn serve(config: &Config, ignored_signals: Vec<signal::Signal>) -> Outcome {
+    let Started {
+        signals,
+        pid_file: _pid_file,
+        mut listeners,
+    } = match start(config) {
+        Ok(started) => started,
+        Err(e) => return startup_failed(&e),
+    };
     let pid1 = std::process::id() == 1;
     let mut reaper = pid1;
     if !pid1 && config.subreaper {

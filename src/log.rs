@@ -150,7 +150,12 @@ pub fn write(level: Level, subject: Subject, message: fmt::Arguments<'_>) {
     }
     let dropped = DROPPED.swap(0, Ordering::Relaxed);
     if dropped > 0 {
-        let note = format_args!("{dropped} log lines were dropped: stderr was full");
+        let lines = if dropped == 1 {
+            "line was"
+        } else {
+            "lines were"
+        };
+        let note = format_args!("{dropped} log {lines} dropped: stderr was full");
         emit(&format_line(Level::Warn, Subject::NONE, note));
     }
     emit(&format_line(level, subject, message));

@@ -1,36 +1,102 @@
-//! The `graceful-run` binary: parse, run, end. Everything else is in the library.
+//! The `graceful-run` binary: dispatch on the first argument, parse, run, end. Everything else
+//! is in the library.
+//!
+//! Nothing here may panic on a failed write: the error line of a bad flag, or `--help`, can
+//! meet a closed or broken stderr/stdout (`graceful-run --help | head -1`, a daemon started
+//! with `2>&-`), and a panic there would turn exit status 125 into 101 or an abort (134).
 
+use std::ffi::OsString;
 use std::io::Write;
 
-use graceful_run::{config, exit};
+use graceful_run::exit::{self, ChildExit, Ending, Outcome};
+use graceful_run::log::Subject;
+use graceful_run::{config, info};
 
 fn main() {
     ensure_standard_fds();
-    let config = match config::parse(std::env::args_os()) {
+    let args: Vec<OsString> = std::env::args_os().collect();
+    // Other modes of the same binary dispatch here on their first word (e.g. an arm
+    // `Some(word) if word == "notify" => notify_main(&args[2..]),`); a program of that name
+    // then runs as `graceful-run -- notify`.
+    #[allow(clippy::match_single_binding)]
+    let ending = match args.get(1).map(OsString::as_os_str) {
+        _ => supervise(args),
+    };
+    exit::terminate(ending)
+}
+
+/// `graceful-run [OPTIONS] [--] COMMAND [ARGS]...`: run and supervise the command.
+fn supervise(args: Vec<OsString>) -> Ending {
+    let config = match config::parse(args) {
         Ok(config) => config,
-        Err(config::Stop::Info(text)) => {
-            let _ = std::io::stdout().write_all(text.as_bytes());
-            exit::terminate(exit::Ending::Exit(0));
-        }
+        Err(config::Stop::Info(text)) => return print_info(&text),
         Err(config::Stop::Invalid(message)) => {
-            // Not eprintln!, which panics (exit 134) when stderr is a broken pipe: the status
-            // must still say "bad flag".
+            // Nowhere left to report a failed write of the error itself: the status says it.
             let _ = writeln!(std::io::stderr(), "graceful-run: {message}");
-            exit::terminate(exit::Ending::Exit(exit::FAILURE));
+            return Ending::Exit(exit::FAILURE);
         }
     };
     let outcome = graceful_run::run(&config);
     let is_pid1 = std::process::id() == 1;
-    exit::terminate(exit::decide(outcome, &config.exit_codes, is_pid1));
+    let ending = exit::decide(outcome, &config.exit_codes, is_pid1);
+    // graceful-run's own failures (125, 126, 127) were explained by their error line; after
+    // the command ran, say how graceful-run itself ends, since a mapped status or a death by
+    // signal is not what the command's exit line shows.
+    if let Outcome::Child(child) = outcome {
+        match (ending, child) {
+            (Ending::Raise(signal), _) => {
+                info!(Subject::NONE, "dying of {signal} like the command");
+            }
+            (Ending::Exit(code), _) if code != child.code() => {
+                info!(
+                    Subject::NONE,
+                    "exiting with status {code} (the command's {}, after --exit-code-map)",
+                    child.code()
+                );
+            }
+            (Ending::Exit(code), ChildExit::Signaled { signal, .. }) if is_pid1 => {
+                info!(
+                    Subject::NONE,
+                    "exiting with status {code}: as PID 1, graceful-run cannot die of {signal} like the command"
+                );
+            }
+            (Ending::Exit(code), _) => info!(Subject::NONE, "exiting with status {code}"),
+        }
+    }
+    ending
+}
+
+/// Prints `--help` or `--version` on stdout: status 0, also when the reader went away early
+/// (`--help | head -1`, EPIPE); 125 with one line on stderr when stdout cannot be written
+/// (closed, full).
+fn print_info(text: &str) -> Ending {
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Ok(()) => Ending::Exit(0),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ending::Exit(0),
+        Err(e) => {
+            let _ = writeln!(
+                std::io::stderr(),
+                "graceful-run: cannot write to stdout: {e}"
+            );
+            Ending::Exit(exit::FAILURE)
+        }
+    }
 }
 
 /// Opens /dev/null on any of fds 0-2 that is closed, so that no socket graceful-run opens
 /// lands there and becomes the command's stdin or stdout.
 fn ensure_standard_fds() {
     for fd in 0..3 {
-        if nix::fcntl::fcntl(unsafe_borrow(fd), nix::fcntl::FcntlArg::F_GETFD)
-            == Err(nix::errno::Errno::EBADF)
-        {
+        // A raw fcntl, not a BorrowedFd: the fd may be closed, and a BorrowedFd promises an
+        // open one.
+        // SAFETY: F_GETFD reads a flag; on a closed fd it only fails with EBADF.
+        let closed = unsafe { nix::libc::fcntl(fd, nix::libc::F_GETFD) } == -1
+            && nix::errno::Errno::last() == nix::errno::Errno::EBADF;
+        if closed {
             // open() returns the lowest free fd, which is this one.
             let _ = std::fs::OpenOptions::new()
                 .read(true)
@@ -39,9 +105,4 @@ fn ensure_standard_fds() {
                 .map(std::mem::forget);
         }
     }
-}
-
-fn unsafe_borrow(fd: i32) -> std::os::fd::BorrowedFd<'static> {
-    // SAFETY: the fd is only queried with F_GETFD, which is harmless on a closed fd (EBADF).
-    unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) }
 }

@@ -213,7 +213,7 @@ fn command_under_user_dies_with_graceful_run() {
 #[test]
 fn idle_graceful_run_never_wakes_up() {
     let probe = probe();
-    let mut gr = Gr::start(&["--", &probe, "ignore-term"]);
+    let mut gr = Gr::start(&["--ready", "1s", "--", &probe, "ignore-term"]);
     gr.wait_stdout("ready");
     // The readiness timer (--ready 1s) is its last pending deadline.
     gr.wait_stderr("ready after");

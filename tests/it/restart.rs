@@ -905,20 +905,19 @@ fn gunicorn_available() -> bool {
 }
 
 /// gunicorn (which reads LISTEN_FDS and sends READY=1), restarted 5 times under load, fails no
-/// request, and workers of several of its generations answer.
+/// request, and workers of several of its generations answer. Ignored, with the reason in
+/// `cargo test`'s output, where gunicorn is missing (see build.rs); CI requires it.
 #[test]
+#[cfg_attr(
+    not(has_gunicorn),
+    ignore = "gunicorn not installed: python3 -m pip install gunicorn"
+)]
 fn gunicorn_restarts_under_load_fail_no_request() {
-    if !gunicorn_available() {
-        assert!(
-            std::env::var_os("GRACEFUL_RUN_TEST_REQUIRE_GUNICORN").is_none(),
-            "GRACEFUL_RUN_TEST_REQUIRE_GUNICORN is set but `python3 -c 'import gunicorn'` fails"
-        );
-        eprintln!(
-            "\n*** SKIPPED restart::gunicorn_restarts_under_load_fail_no_request: gunicorn is \
-             not installed (python3 -m pip install gunicorn) ***\n"
-        );
-        return;
-    }
+    // Reached without gunicorn only when CI requires it (build.rs): say so at once.
+    assert!(
+        gunicorn_available(),
+        "`python3 -c 'import gunicorn'` fails: python3 -m pip install gunicorn"
+    );
     const RESTARTS: u64 = 5;
     let dir = TempDir::new("restart-gunicorn");
     std::fs::write(dir.join("app.py"), WSGI_APP).expect("the temp dir is writable");

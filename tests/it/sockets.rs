@@ -509,7 +509,10 @@ const STALE_ENV: [(&str, &str); 6] = [
 
 /// Runs `graceful-run ARGS -- probe report` with [`STALE_ENV`] in graceful-run's environment.
 fn report_with_stale_env(args: &[&str]) -> Report {
-    let mut command = graceful_run(args, &[&probe(), "report"]);
+    // A duration: with a notify-based --ready (the default) the generation has a
+    // NOTIFY_SOCKET of its own.
+    let args: Vec<&str> = ["--ready", "1s"].iter().chain(args).copied().collect();
+    let mut command = graceful_run(&args, &[&probe(), "report"]);
     command.envs(STALE_ENV);
     finish_report(Gr::spawn(command)).1
 }
