@@ -18,6 +18,8 @@
 //! - `exit CODE` / `kill SIGNAL`: end with that status, or die by that signal.
 //! - `nonblock-exit CODE`: set O_NONBLOCK on fd 3 (shared with every holder of the socket),
 //!   then exit with CODE, as a crashing Go or tokio server leaves it.
+//! - `nonblock-serve`: set O_NONBLOCK on fd 3 and keep running, as an event-loop server does,
+//!   printing signals as `signals` does.
 //! - `notify FIELDS...`: send one sd_notify datagram (fields joined by newlines) and wait.
 //!
 //! Every mode that keeps running writes `ready` on stdout once it is set up, so a test can
@@ -49,6 +51,10 @@ fn main() {
         "nonblock-exit" => {
             set_nonblock_on_fd3();
             std::process::exit(args.get(1).and_then(|c| c.parse().ok()).unwrap_or(0))
+        }
+        "nonblock-serve" => {
+            set_nonblock_on_fd3();
+            print_signals(false)
         }
         other => {
             eprintln!("probe: unknown mode {other}");

@@ -19,6 +19,7 @@
 //! - `pid_file`: `--pid-file`.
 //! - `random`: unpredictable names for files in shared directories.
 
+pub mod accepting;
 pub mod child_env;
 pub mod cli;
 pub mod config;

@@ -1337,7 +1337,7 @@ impl Core {
                 self,
                 Warn,
                 subject,
-                "not waiting for connections on {names} after {}: does the command take its socket from LISTEN_FDS (fd 3) instead of opening its own? (see --ready)",
+                "not waiting for connections on {names} {} after it started: does the command take its socket from LISTEN_FDS instead of binding the port itself? (see --ready)",
                 format_duration(PROBE_WARN_AFTER)
             );
         }

@@ -39,7 +39,7 @@ use crate::notify::{Message, NotifySocket, Upstream, monotonic_usec};
 use crate::signal::Signal;
 use crate::signal::receive::{Received, SignalReceiver};
 use crate::spawn::{self, Plan};
-use crate::{debug, error, process, reaper, warn};
+use crate::{accepting, debug, error, process, reaper, warn};
 
 /// What the supervisor is given at start.
 pub struct Setup<'a> {
@@ -76,6 +76,8 @@ pub struct Supervisor<'a> {
     core: Core,
     held: BTreeMap<GenId, Held>,
     timer: Option<Instant>,
+    /// The inode and name of each stream listener, for `--ready accepting` and `auto`.
+    stream_listeners: Vec<(u64, String)>,
     /// Holds the generations' NOTIFY_SOCKETs: made with the first one, removed when the
     /// supervisor is dropped. After `held`, so that the sockets go first.
     notify_dir: Option<crate::notify::NotifyDir>,
@@ -117,13 +119,22 @@ pub fn settings(
 impl<'a> Supervisor<'a> {
     pub fn new(setup: Setup<'a>) -> Supervisor<'a> {
         let job_control = setup.terminal.is_some() && !setup.pid1;
-        let stream_listeners = setup.listeners.iter().any(|l| l.is_stream());
+        let stream_listeners: Vec<(u64, String)> = setup
+            .listeners
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| l.is_stream())
+            .filter_map(|(i, l)| {
+                let inode = accepting::listener_inode(l.fd()?).ok()?;
+                Some((inode, format!("{} (fd {})", l.bound, 3 + i)))
+            })
+            .collect();
         Supervisor {
             core: Core::new(settings(
                 setup.config,
                 setup.reaper,
                 job_control,
-                stream_listeners,
+                !stream_listeners.is_empty(),
             )),
             cfg: setup.config,
             listeners: setup.listeners,
@@ -138,6 +149,7 @@ impl<'a> Supervisor<'a> {
             held: BTreeMap::new(),
             timer: None,
             notify_dir: None,
+            stream_listeners,
         }
     }
 
@@ -475,12 +487,30 @@ impl<'a> Supervisor<'a> {
         }
     }
 
-    /// The stream listeners no process of the generation waits on yet (their names).
-    fn probe(&self, _gen: GenId, _pgid: Pid) -> Vec<String> {
-        self.listeners
+    /// The stream listeners no process of the generation waits on yet (their names), from
+    /// /proc: see `accepting`. The one look graceful-run takes without an event, and only
+    /// while a generation starts (the core backs it off from 1 ms to 50 ms).
+    fn probe(&self, generation: GenId, pgid: Pid) -> Vec<String> {
+        let scope = if self.cfg.process_group {
+            accepting::Scope::Group(pgid)
+        } else {
+            accepting::Scope::Tree(pgid)
+        };
+        let inodes: Vec<u64> = self.stream_listeners.iter().map(|(ino, _)| *ino).collect();
+        let waited = match accepting::waiting_on(scope, &inodes) {
+            Ok(waited) => waited,
+            Err(e) => {
+                debug!(
+                    Subject::generation(generation, pgid.as_raw()),
+                    "cannot see what it waits on: {e}"
+                );
+                Vec::new()
+            }
+        };
+        self.stream_listeners
             .iter()
-            .filter(|l| l.is_stream())
-            .map(|l| l.bound.to_string())
+            .filter(|(ino, _)| !waited.contains(ino))
+            .map(|(_, name)| name.clone())
             .collect()
     }
 

@@ -11,4 +11,5 @@ mod restart;
 mod signals;
 mod smoke;
 mod sockets;
+mod state_machine;
 mod terminal;

@@ -494,6 +494,31 @@ fn blocking_mode_is_reset_for_the_next_generation() {
     assert_eq!(report.fd(3, "nonblock"), "false", "{}", gr.output());
 }
 
+/// While a generation serves, O_NONBLOCK on the shared listener is its own (an event-loop
+/// server set it, and blocks in accept(2) without it when a sibling wins a connection): a
+/// restart must not clear it. The new generation sees the flag as the old one left it.
+#[test]
+fn blocking_mode_is_left_alone_while_a_generation_serves() {
+    let dir = TempDir::new("sockets-nonblock-serving");
+    let script = "if [ -e \"$1/first\" ]; then exec \"$2\" report; fi; \
+                  : > \"$1/first\"; exec \"$2\" nonblock-serve";
+    let dir_arg = dir.path().display().to_string();
+    let mut gr = Gr::spawn(graceful_run(
+        &["--ready", "200ms", "-l", "127.0.0.1:0"],
+        &["sh", "-c", script, "sh", &dir_arg, &probe()],
+    ));
+    gr.wait_stdout("ready");
+    gr.wait_stderr("ready after");
+    gr.signal(libc::SIGHUP);
+    let line = gr
+        .stdout
+        .wait_for(crate::support::DEADLINE, |l| l.starts_with("fd.3="))
+        .unwrap_or_else(|| panic!("no report of fd 3\n{}", gr.output()));
+    assert!(line.contains("nonblock:true"), "{line}\n{}", gr.output());
+    gr.signal(libc::SIGTERM);
+    gr.wait_exit();
+}
+
 // ---------------------------------------------------------------------------------------------
 // The environment
 

@@ -1,6 +1,5 @@
 //! Regressions for the supervisor's transitions, each a defect the state machine rebuild
-//! fixed, shown with the real binary: an asyncio server on a shared non-blocking listener,
-//! GNU `timeout`'s double TERM, a first generation that never becomes ready, a serving
+//! fixed, shown with the real binary: GNU `timeout`'s double TERM, a first generation that never becomes ready, a serving
 //! generation that dies while its replacement never becomes ready, a reload during crash
 //! backoff as systemd sees it, a pre-fork server whose workers must hear only from their
 //! master, and crash restarts without a gap.
@@ -14,76 +13,12 @@ use nix::libc;
 use crate::support::http::{Load, Target};
 use crate::support::{DEADLINE, Gr, TempDir, code, graceful_run_bin, http_server, probe};
 
-/// An HTTP/1.0 server on Python's asyncio, taking its listener from fd 3 as event-loop
-/// servers (uvicorn, hypercorn) do: asyncio sets O_NONBLOCK on it. It answers with its pid,
-/// and on TERM stops accepting, finishes what it has and exits.
-const ASYNCIO_SERVER: &str = r#"
-import asyncio, os, signal, socket
-async def handle(reader, writer):
-    await reader.readuntil(b"\r\n\r\n")
-    writer.write(b"HTTP/1.0 200 OK\r\nX-Pid: %d\r\nContent-Length: 2\r\n\r\nok" % os.getpid())
-    await writer.drain()
-    writer.close()
-async def main():
-    sock = socket.socket(fileno=3)
-    server = await asyncio.start_server(handle, sock=sock)
-    stop = asyncio.Event()
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-    await stop.wait()
-    server.close()
-    await server.wait_closed()
-asyncio.run(main())
-"#;
-
-fn python3() -> &'static str {
-    "python3"
-}
-
-/// Sends HUP and waits until generation `next` took over.
-fn restart_to(gr: &Gr, next: u64) {
-    gr.signal(libc::SIGHUP);
-    gr.wait_stderr(&format!("gen {next} (pid"));
-    gr.stderr
-        .wait_for(DEADLINE, |l| {
-            l.contains(&format!("gen {next} (pid")) && l.contains("takes over from")
-        })
-        .unwrap_or_else(|| panic!("gen {next} never took over\n{}", gr.output()));
-}
-
-/// Defect 1: the shared listener's O_NONBLOCK was cleared before every spawn, while the old
-/// generation still served on it; an event-loop server then blocked in accept(2) whenever
-/// the new one won a connection, and requests failed on every restart.
-#[test]
-fn event_loop_server_loses_no_request_across_restarts() {
-    let mut gr = Gr::start(&[
-        "--ready",
-        "300ms",
-        "-l",
-        "127.0.0.1:0",
-        "--",
-        python3(),
-        "-c",
-        ASYNCIO_SERVER,
-    ]);
-    gr.wait_stderr("gen 1 (pid");
-    gr.wait_stderr("ready after");
-    let load = Load::start(Target::Tcp(gr.inet_addr(0)), 8);
-    load.wait_successes(20);
-    for next in 2..=8 {
-        restart_to(&gr, next);
-        load.wait_successes(20);
-    }
-    let report = load.stop();
-    assert_eq!(report.failed(), 0, "{report:?}\n{}", gr.output());
-    gr.signal(libc::SIGTERM);
-    assert_eq!(code(gr.wait_exit()), Some(0), "{}", gr.output());
-}
-
 /// Defect 9: GNU timeout sends TERM to its child, then to its own process group (which holds
 /// graceful-run): one request, not a second TERM that kills at once.
 #[test]
 fn gnu_timeouts_double_term_is_one_stop_request() {
-    let script = "trap 'sleep 0.3; echo graceful; exit 0' TERM; while :; do sleep 0.05 & wait; done";
+    let script =
+        "trap 'sleep 0.3; echo graceful; exit 0' TERM; while :; do sleep 0.05 & wait; done";
     for _ in 0..5 {
         let output = Command::new("timeout")
             .args(["--preserve-status", "0.5"])
@@ -321,11 +256,7 @@ fn crash_restarts_after_serving_are_immediate() {
         gr.output()
     );
     // Requests in flight on a killed server fail; none may be refused or time out.
-    assert!(
-        report.failed() <= 4 * 4,
-        "{report:?}\n{}",
-        gr.output()
-    );
+    assert!(report.failed() <= 4 * 4, "{report:?}\n{}", gr.output());
     gr.signal(libc::SIGTERM);
     gr.wait_exit();
 }
