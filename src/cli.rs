@@ -25,8 +25,8 @@ use crate::signal::Signal;
     version,
     about = "Run a server with graceful stops, zero-downtime restarts and socket activation",
     long_about = LONG_ABOUT,
-    after_help = "Exit status: the command's, or 128+N when signal N killed it; 125 when graceful-run fails, \
-                  126 when COMMAND cannot run, 127 when it is not found. See --help for more.",
+    after_help = "Exit status: the command's, or 128+N when signal N killed it; 124 when it never became ready; \
+                  125 when graceful-run fails, 126 when COMMAND cannot run, 127 when it is not found. See --help for more.",
     max_term_width = 100,
 )]
 pub struct Cli {

@@ -98,13 +98,17 @@ pub const SECTIONS: &[Section] = &[
         blocks: &[
             Item(
                 "TERM, INT",
-                "Stop: after --drain-delay and --pre-stop, the command receives the stop signal \
-                 (the same signal by default; see --stop-signal and --map-signal) and SIGCONT; \
-                 graceful-run closes its copies of the sockets, waits up to --stop-timeout, then \
-                 kills the command's process group with SIGKILL. A second TERM or INT kills at \
-                 once. When the command exits, processes left in its group, and orphans \
-                 re-parented to graceful-run, get the stop signal and then SIGKILL; graceful-run \
-                 exits when none is left.",
+                "Stop: after --drain-delay and --pre-stop, the command's main process receives \
+                 the stop signal (the same signal by default; see --stop-signal and \
+                 --map-signal) and SIGCONT; graceful-run closes its copies of the sockets, waits \
+                 up to --stop-timeout, then kills the command's process group with SIGKILL \
+                 (--kill-mode). A second TERM or INT kills at once; the same signal again from \
+                 the same process within 500 ms (GNU timeout signals its child, then its group) \
+                 is the same request. When the main process exits, processes left in its group, \
+                 and orphans re-parented to graceful-run, get the stop signal and then SIGKILL; \
+                 graceful-run exits when none is left, within drain delay + stop timeout + hook \
+                 timeout (plus 2 s per stage for processes that survive SIGKILL, then left \
+                 behind with a warning).",
             ),
             Item(
                 "HUP (--restart-signal)",
@@ -116,8 +120,8 @@ pub const SECTIONS: &[Section] = &[
             Item("CHLD", "Used to reap exited processes; never forwarded."),
             Item(
                 "every other signal",
-                "Forwarded to the command's process group (to the command alone with \
-                 --no-process-group), after --map-signal. A signal that a process of the \
+                "Forwarded to the command's main process (to its whole process group with \
+                 --kill-mode group), after --map-signal. A signal that a process of the \
                  command's group sends to graceful-run is not echoed back to it; TERM and INT \
                  from any descendant of graceful-run are ignored (Go's grace and endless TERM \
                  their parent after a restart). The restart signal from the command is \
@@ -150,6 +154,11 @@ pub const SECTIONS: &[Section] = &[
             Item(
                 "0 after --help or --version",
                 "Also when the reader of stdout goes away early (`graceful-run --help | head`).",
+            ),
+            Item(
+                "124",
+                "The command never became ready within --ready-timeout, so nothing ever served \
+                 (as GNU timeout's 124). The log says how to become ready.",
             ),
             Item(
                 "125",
