@@ -5,7 +5,7 @@
 //! every line is one object with a timestamp (text mode has none: Docker, journald and
 //! Kubernetes add their own).
 //!
-//! graceful-run never blocks on its own logging, whatever stderr is:
+//! graceful-run does not let its own logging stall the supervisor, whatever stderr is:
 //! - a pipe or a socket (Docker, journald, `2>&1 | ...`) can fill up when its reader stalls;
 //!   a blocked write would stop the supervisor from handling signals and enforcing stop
 //!   timeouts. Lines are written with `RWF_NOWAIT` (per call: the file description's
@@ -15,7 +15,9 @@
 //!   terminal to the command and the terminal has TOSTOP set, a write from the background
 //!   would otherwise raise SIGTTOU, whose handler returns, and the kernel would restart the
 //!   write forever. With the signal blocked the kernel lets the write through.
-//! - anything else (a file, /dev/null): a plain write.
+//! - anything else (a file, /dev/null): a plain write. (A terminal whose output is suspended
+//!   with Ctrl-S, or a file on a hung network mount, can still block it: nothing short of a
+//!   logging thread avoids that, and a person at that terminal is there to press Ctrl-Q.)
 //!
 //! Once a write fails with EPIPE (the reader of a pipe or socket is gone for good), nothing is
 //! written to stderr again. Each such write also raises SIGPIPE, which graceful-run receives

@@ -37,7 +37,7 @@
 //!    pending and now acts with its default disposition, as it would on the exec'd program.
 //!
 //! The parent blocks every signal around `fork()`, so that no signal handler of graceful-run
-//! (signal-hook writes to a pipe it shares with the parent) can run in the child before step 5.
+//! (signal-hook writes to a socket it shares with the parent) can run in the child before step 5.
 //!
 //! Failure before exec is reported through a close-on-exec pipe: the child writes which step
 //! failed and the errno, then `_exit`s; the parent reads EOF when exec succeeded. The parent

@@ -12,8 +12,9 @@
 //! restart) and tell a terminal's signals (sent by the kernel) from a user's.
 //!
 //! Two channels, one stream:
-//! - signal-hook-tokio delivers all signals but three, each with its origin, through a
-//!   self-pipe; the handler only records and writes a byte, as a signal handler must.
+//! - signal-hook-tokio delivers all signals but three, each with its origin, through the
+//!   self-pipe trick (a unix socket pair, in fact); the handler only records and writes a byte,
+//!   as a signal handler must.
 //! - ILL, FPE and SEGV are refused by signal-hook: a handler that returns from a real fault
 //!   re-runs the faulting instruction forever. They are registered through signal-hook's
 //!   registry with a handler that tells a real fault (`si_code > 0`, set by the kernel) from a

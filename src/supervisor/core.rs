@@ -206,6 +206,45 @@ pub enum Event {
         generation: GenId,
         missing: Vec<String>,
     },
+    /// A request from `graceful-run ctl`, by the process `pid` (client ids are the executor's).
+    Control {
+        client: u64,
+        pid: Option<i32>,
+        command: Command,
+    },
+}
+
+/// A request from `graceful-run ctl`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Command {
+    /// Restart, as the restart signal does; with `wait`, answer how it ended.
+    Restart { wait: bool },
+    /// Stop, as TERM does; with `wait`, answer when graceful-run exits.
+    Stop { wait: bool },
+}
+
+/// The core's answer to a [`Command`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Answer {
+    /// Begun.
+    Accepted,
+    /// The restart's new generation took over; or graceful-run is about to exit.
+    Done,
+    /// The restart failed, and why.
+    Failed(String),
+}
+
+/// A `ctl` client waiting for the end of what it asked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Waiter {
+    /// A generation newer than `after` must take over (or fail to).
+    Restart {
+        client: u64,
+        after: GenId,
+    },
+    Exit {
+        client: u64,
+    },
 }
 
 /// Where a signal goes.
@@ -290,6 +329,12 @@ pub enum Action {
     Upstream(String),
     /// Wake up at this time (None: no deadline; an idle graceful-run sleeps).
     ArmTimer(Option<Instant>),
+    /// Answer `graceful-run ctl` client `client`; `last`: nothing more will follow.
+    Reply {
+        client: u64,
+        answer: Answer,
+        last: bool,
+    },
     Exit(Outcome),
 }
 
@@ -435,6 +480,8 @@ struct Request {
     signal: Signal,
     sender: Option<i32>,
     at: Instant,
+    /// From `graceful-run ctl stop`, not a signal.
+    ctl: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -538,6 +585,8 @@ pub struct Core {
     /// graceful-run's supervisor was told RELOADING=1 and waits for READY=1.
     reloading: bool,
     armed: Option<Instant>,
+    /// `ctl` clients waiting for a restart's end or for the exit.
+    waiters: Vec<Waiter>,
     actions: Vec<Action>,
 }
 
@@ -560,6 +609,7 @@ impl Core {
             came_up: false,
             reloading: false,
             armed: None,
+            waiters: Vec::new(),
             actions: Vec::new(),
         }
     }
@@ -686,6 +736,11 @@ impl Core {
                 generation,
                 missing,
             } => self.on_probed(now, generation, missing),
+            Event::Control {
+                client,
+                pid,
+                command,
+            } => self.on_control(now, client, pid, command),
         }
     }
 
@@ -858,12 +913,14 @@ impl Core {
             (Err(_), Purpose::Replace) => {
                 self.handover_failed(
                     now,
+                    id,
                     "the new generation could not be started",
                     Subject::NONE,
                     false,
                 );
             }
             (Err(code), Purpose::Serve) => {
+                self.restart_failed(id, "the command could not be started");
                 self.service_ended(now, End::SpawnFailed(code), None);
             }
         }
@@ -1002,6 +1059,7 @@ impl Core {
                     signal,
                     sender,
                     at: now,
+                    ctl: false,
                 };
                 self.request_stop(now, request, delivered.then_some(signal));
             }
@@ -1080,6 +1138,89 @@ impl Core {
     }
 
     // ----- restarts ------------------------------------------------------------------------
+
+    fn on_control(&mut self, now: Instant, client: u64, pid: Option<i32>, command: Command) {
+        let who = match pid {
+            Some(pid) => format!("graceful-run ctl (pid {pid})"),
+            None => "graceful-run ctl".to_string(),
+        };
+        match command {
+            Command::Restart { wait } => {
+                if matches!(self.state, State::Ending(_) | State::Done) {
+                    let answer = Answer::Failed("graceful-run is stopping".into());
+                    self.reply(client, answer, true);
+                    return;
+                }
+                log!(self, Info, Subject::NONE, "restart requested by {who}");
+                self.reply(client, Answer::Accepted, !wait);
+                if wait {
+                    // Whatever generation starts from now on carries this request (a queued
+                    // restart included): its handover is the answer.
+                    self.waiters.push(Waiter::Restart {
+                        client,
+                        after: self.next_id - 1,
+                    });
+                }
+                self.request_restart(now);
+            }
+            Command::Stop { wait } => {
+                self.reply(client, Answer::Accepted, !wait);
+                if wait {
+                    self.waiters.push(Waiter::Exit { client });
+                }
+                log!(self, Info, Subject::NONE, "stop requested by {who}");
+                let request = Request {
+                    signal: Signal::TERM,
+                    sender: None,
+                    at: now,
+                    ctl: true,
+                };
+                self.request_stop(now, request, None);
+            }
+        }
+    }
+
+    fn reply(&mut self, client: u64, answer: Answer, last: bool) {
+        self.actions.push(Action::Reply {
+            client,
+            answer,
+            last,
+        });
+    }
+
+    /// Generation `id` took over: the restarts it carries are done.
+    fn restart_done(&mut self, id: GenId) {
+        let done: Vec<u64> = self
+            .waiters
+            .iter()
+            .filter_map(|w| match *w {
+                Waiter::Restart { client, after } if id > after => Some(client),
+                _ => None,
+            })
+            .collect();
+        self.waiters
+            .retain(|w| !matches!(*w, Waiter::Restart { after, .. } if id > after));
+        for client in done {
+            self.reply(client, Answer::Done, true);
+        }
+    }
+
+    /// Generation `id` failed before it took over: the restarts it carries failed.
+    fn restart_failed(&mut self, id: GenId, why: &str) {
+        let failed: Vec<u64> = self
+            .waiters
+            .iter()
+            .filter_map(|w| match *w {
+                Waiter::Restart { client, after } if id > after => Some(client),
+                _ => None,
+            })
+            .collect();
+        self.waiters
+            .retain(|w| !matches!(*w, Waiter::Restart { after, .. } if id > after));
+        for client in failed {
+            self.reply(client, Answer::Failed(why.to_string()), true);
+        }
+    }
 
     fn request_restart(&mut self, now: Instant) {
         match &mut self.state {
@@ -1185,7 +1326,15 @@ impl Core {
 
     /// A replacement failed; `subject` is it, `logged` when its failure line already said
     /// who keeps serving.
-    fn handover_failed(&mut self, now: Instant, why: &str, subject: Subject, logged: bool) {
+    fn handover_failed(
+        &mut self,
+        now: Instant,
+        failed: GenId,
+        why: &str,
+        subject: Subject,
+        logged: bool,
+    ) {
+        self.restart_failed(failed, why);
         if let State::Serving { generation, .. } = self.state
             && !logged
         {
@@ -1237,6 +1386,7 @@ impl Core {
                     self.upstream(format!("STATUS={}", self.status_line()));
                 }
                 self.end_reload(None);
+                self.restart_done(id);
                 self.run_queued(now);
             }
             State::Serving {
@@ -1269,6 +1419,7 @@ impl Core {
                 let mapping = self.retire_mapping();
                 self.retire(now, old, mapping, false);
                 self.end_reload(None);
+                self.restart_done(id);
                 self.run_queued(now);
             }
             _ => {}
@@ -1382,6 +1533,7 @@ impl Core {
                 self.retire(now, generation, mapping, false);
                 self.handover_failed(
                     now,
+                    generation.id,
                     "the new generation was not ready in time",
                     generation.subject(),
                     false,
@@ -1392,6 +1544,7 @@ impl Core {
                 self.state = State::Backoff { until: now };
                 let mapping = self.retire_mapping();
                 self.retire(now, generation, mapping, false);
+                self.restart_failed(generation.id, "the new generation was not ready in time");
                 self.service_ended(now, End::NotReady, None);
             }
             _ => {}
@@ -1480,6 +1633,10 @@ impl Core {
                 }
                 self.state = State::Backoff { until: now };
                 self.leader_gone(now, generation);
+                self.restart_failed(
+                    generation.id,
+                    &format!("the new generation {exit} before it was ready"),
+                );
                 self.service_ended(now, End::Exited(exit), None);
             }
             State::Serving {
@@ -1506,6 +1663,7 @@ impl Core {
                 self.leader_gone(now, generation);
                 self.handover_failed(
                     now,
+                    generation.id,
                     &format!("the new generation {exit} before it was ready"),
                     generation.subject(),
                     true,
@@ -1777,6 +1935,10 @@ impl Core {
                 return;
             }
             State::Ending(ending) => {
+                if request.ctl {
+                    log!(self, Info, Subject::NONE, "already stopping");
+                    return;
+                }
                 if let Some(first) = ending.request
                     && first.signal == signal
                     && first.sender.is_some()
@@ -1805,7 +1967,25 @@ impl Core {
             }
             State::Starting { .. } | State::Serving { .. } | State::Backoff { .. } => {}
         }
-        log!(self, Info, Subject::NONE, "{signal} received: stopping");
+        if !request.ctl {
+            log!(self, Info, Subject::NONE, "{signal} received: stopping");
+        }
+        let pending: Vec<u64> = self
+            .waiters
+            .iter()
+            .filter_map(|w| match *w {
+                Waiter::Restart { client, .. } => Some(client),
+                Waiter::Exit { .. } => None,
+            })
+            .collect();
+        self.waiters.retain(|w| matches!(w, Waiter::Exit { .. }));
+        for client in pending {
+            self.reply(
+                client,
+                Answer::Failed("graceful-run is stopping".into()),
+                true,
+            );
+        }
         self.upstream("STOPPING=1");
         self.reloading = false;
         let mapping = self.settings.stop_mapping(signal);
@@ -2123,6 +2303,12 @@ impl Core {
     }
 
     fn exit(&mut self, _now: Instant) {
+        for waiter in std::mem::take(&mut self.waiters) {
+            let client = match waiter {
+                Waiter::Restart { client, .. } | Waiter::Exit { client } => client,
+            };
+            self.reply(client, Answer::Done, true);
+        }
         let outcome = match self.last_end {
             Some(End::Exited(exit)) => Outcome::Child(exit),
             Some(End::SpawnFailed(code)) => Outcome::Code(code),

@@ -331,6 +331,7 @@ impl<'a> Supervisor<'a> {
             }
             Action::Upstream(text) => self.upstream_send(&text),
             Action::ArmTimer(deadline) => self.timer = deadline,
+            Action::Reply { .. } => {}
             Action::Exit(outcome) => return Some(outcome),
         }
         None

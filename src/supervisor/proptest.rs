@@ -338,7 +338,8 @@ impl World {
             | Action::StopSelf
             | Action::Release { .. }
             | Action::CloseListeners
-            | Action::Upstream(_) => {}
+            | Action::Upstream(_)
+            | Action::Reply { .. } => {}
         }
     }
 
