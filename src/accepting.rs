@@ -1,0 +1,533 @@
+//! Readiness without cooperation: which of graceful-run's listeners a generation waits on.
+//!
+//! Most servers never send READY=1, but the kernel shows when a process starts waiting for
+//! connections, in three ways that cover every server style met so far (issue 11):
+//! - **epoll** (Node/libuv, Python asyncio, Go's netpoll, tokio, uvicorn): the listener is a
+//!   target of one of the process's epoll sets. `/proc/PID/fdinfo/<epoll fd>` lists each
+//!   target as `tfd: N events: HEX data: HEX pos:N ino:HEX sdev:HEX`; `ino` is the target
+//!   file's inode, for a socket the number in `socket:[INODE]` and the `st_ino` that `fstat`
+//!   of graceful-run's own listener fd gives. Matching by inode rather than fd number is what
+//!   makes a server that `dup`s fd 3 (Go's `net.FileListener` does) count. Only targets
+//!   registered for input (EPOLLIN) count: a server that paused accepting (an EPOLLONESHOT
+//!   entry that fired, a libuv server at its connection limit) is not waiting.
+//! - **blocking accept** (a plain `sock.accept()`, pre-fork workers): a thread is in
+//!   `accept`/`accept4` on an fd that is the listener. `/proc/PID/task/TID/syscall` gives the
+//!   call's number and its arguments while the thread is blocked in it.
+//! - **poll/select** (Python's `http.server` polls; gunicorn's sync workers select): a thread
+//!   is in `poll`/`ppoll` with the listener in its pollfd array asking for POLLIN, or in
+//!   `select`/`pselect6` with it in the read set. The arrays live in the process's memory and
+//!   are read from `/proc/PID/mem` (root or the same user may).
+//!
+//! The processes looked at are those of the generation's process group, or without one
+//! (`--no-process-group`) the leader and its descendants; every thread of each.
+//!
+//! This runs only while a generation starts, a few hundred times at most, so it is a plain
+//! synchronous scan; it still reads as little as it can: the group's leader first, a process
+//! that holds none of the listeners and has no epoll set is dropped after listing its fds,
+//! per-thread syscalls are read only for a process that holds a listener and still matters,
+//! and the scan ends as soon as every listener has been found.
+//!
+//! Not seen: io_uring accepts (no syscall to look at while they wait) and servers that wait
+//! through a listener received over a unix socket by another process outside the scope.
+
+use std::collections::HashMap;
+use std::fs;
+use std::io;
+use std::os::fd::BorrowedFd;
+use std::os::unix::fs::FileExt;
+
+use nix::libc;
+use nix::unistd::Pid;
+
+/// The inodes of the stream listeners graceful-run passes (from `fstat` of its own fds).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Listening {
+    pub inodes: Vec<u64>,
+}
+
+/// Which processes belong to a generation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scope {
+    /// Every process whose process group is this one (the generation's leader made it).
+    Group(Pid),
+    /// The process and its descendants (`--no-process-group`).
+    Tree(Pid),
+}
+
+/// One target of an epoll set, from `/proc/PID/fdinfo/<epoll fd>`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EpollTarget {
+    /// The fd number the target was added with (it may have been closed since).
+    pub fd: i32,
+    /// The events it is registered for (EPOLLIN = 1, ...).
+    pub events: u32,
+    /// The inode of the target file.
+    pub inode: u64,
+}
+
+/// A system call a thread is in, from `/proc/PID/task/TID/syscall`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Syscall {
+    pub number: i64,
+    pub args: [u64; 6],
+}
+
+/// The inode of a listener graceful-run holds, as /proc shows it to other processes.
+pub fn listener_inode(fd: BorrowedFd<'_>) -> io::Result<u64> {
+    Ok(nix::sys::stat::fstat(fd)?.st_ino)
+}
+
+/// Which of `inodes` some process of `scope` waits on (in the order of `inodes`); `Err` only
+/// when /proc cannot be read at all. A scope whose processes are all gone waits on nothing.
+pub fn waiting_on(scope: Scope, inodes: &[u64]) -> io::Result<Vec<u64>> {
+    let mut missing: Vec<u64> = inodes.to_vec();
+    missing.sort_unstable();
+    missing.dedup();
+    let leader = match scope {
+        Scope::Group(pgid) | Scope::Tree(pgid) => pgid.as_raw(),
+    };
+    let mut seen = Vec::new();
+    let mut pending = vec![leader];
+    let mut scanned_proc = false;
+    while !missing.is_empty() {
+        let Some(pid) = pending.pop() else {
+            match scope {
+                // The leader did not account for everything: look for the rest of its group.
+                Scope::Group(pgid) if !scanned_proc => {
+                    scanned_proc = true;
+                    pending = group_members(pgid.as_raw(), leader)?;
+                    continue;
+                }
+                _ => break,
+            }
+        };
+        if seen.contains(&pid) {
+            continue;
+        }
+        seen.push(pid);
+        if let Scope::Group(pgid) = scope {
+            // The leader may have died and its pid been reused by a stranger.
+            if pid == leader && process_group(pid) != Some(pgid.as_raw()) {
+                continue;
+            }
+        }
+        check_process(pid, &mut missing)?;
+        if let Scope::Tree(_) = scope {
+            pending.extend(children(pid));
+        }
+    }
+    Ok(inodes
+        .iter()
+        .copied()
+        .filter(|inode| !missing.contains(inode))
+        .collect())
+}
+
+/// Removes from `missing` the inodes that `pid` waits on. A process that vanishes meanwhile
+/// waits on nothing; only a refusal to read its /proc files is an error.
+fn check_process(pid: i32, missing: &mut Vec<u64>) -> io::Result<()> {
+    let fds = match open_fds(pid, missing) {
+        Ok(fds) => fds,
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => return Err(e),
+        Err(_) => return Ok(()),
+    };
+    for &epoll_fd in &fds.epolls {
+        let Ok(text) = fs::read_to_string(format!("/proc/{pid}/fdinfo/{epoll_fd}")) else {
+            continue;
+        };
+        for target in parse_epoll_fdinfo(&text) {
+            if target.events & libc::EPOLLIN as u32 != 0 {
+                missing.retain(|&inode| inode != target.inode);
+            }
+        }
+        if missing.is_empty() {
+            return Ok(());
+        }
+    }
+    // Only a process holding a listener can be in a system call on it.
+    if !fds.listeners.keys().any(|inode| missing.contains(inode)) {
+        return Ok(());
+    }
+    let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Ok(());
+    };
+    let mut mem = None;
+    for task in tasks.flatten() {
+        let Ok(text) = fs::read_to_string(task.path().join("syscall")) else {
+            continue;
+        };
+        let Some(call) = parse_syscall(&text) else {
+            continue;
+        };
+        let waited = waited_fds(pid, call, &mut mem);
+        for (inode, fds_of_inode) in &fds.listeners {
+            if fds_of_inode.iter().any(|fd| waited.contains(fd)) {
+                missing.retain(|m| m != inode);
+            }
+        }
+        if missing.is_empty() {
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
+/// The fds of one process that matter: its epoll sets and the listeners it holds.
+#[derive(Default)]
+struct OpenFds {
+    epolls: Vec<i32>,
+    /// Listener inode -> the fd numbers it has in this process.
+    listeners: HashMap<u64, Vec<i32>>,
+}
+
+fn open_fds(pid: i32, wanted: &[u64]) -> io::Result<OpenFds> {
+    let mut found = OpenFds::default();
+    for entry in fs::read_dir(format!("/proc/{pid}/fd"))? {
+        let entry = entry?;
+        let Some(fd) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+            continue;
+        };
+        let Ok(target) = fs::read_link(entry.path()) else {
+            continue;
+        };
+        let Some(target) = target.to_str() else {
+            continue;
+        };
+        if target == "anon_inode:[eventpoll]" {
+            found.epolls.push(fd);
+        } else if let Some(inode) = socket_inode(target)
+            && wanted.contains(&inode)
+        {
+            found.listeners.entry(inode).or_default().push(fd);
+        }
+    }
+    Ok(found)
+}
+
+/// `socket:[12345]` -> 12345.
+fn socket_inode(link: &str) -> Option<u64> {
+    link.strip_prefix("socket:[")?.strip_suffix(']')?.parse().ok()
+}
+
+/// The fds that a thread in `call` waits to read from (empty for any other call).
+/// `mem` is the process's /proc/PID/mem, opened on first need.
+fn waited_fds(pid: i32, call: Syscall, mem: &mut Option<Option<fs::File>>) -> Vec<i32> {
+    let [a0, a1, ..] = call.args;
+    match Call::of(call.number) {
+        Some(Call::Accept) => vec![a0 as i32],
+        Some(Call::Poll) => {
+            // poll(fds, nfds, ...) and ppoll(fds, nfds, ...): struct pollfd is 8 bytes.
+            let count = a1.min(MAX_FDS);
+            read_memory(pid, mem, a0, count as usize * 8)
+                .map(|bytes| polled_for_input(&bytes))
+                .unwrap_or_default()
+        }
+        Some(Call::Select) => {
+            // select(nfds, readfds, ...) and pselect6 alike: readfds is a bitmap of longs.
+            let count = a0.min(MAX_FDS);
+            if a1 == 0 || count == 0 {
+                return Vec::new();
+            }
+            let words = count.div_ceil(64) as usize;
+            read_memory(pid, mem, a1, words * 8)
+                .map(|bytes| selected_for_input(&bytes, count as usize))
+                .unwrap_or_default()
+        }
+        None => Vec::new(),
+    }
+}
+
+/// More fds than any sane poll set holds: a bound on what is read from another process.
+const MAX_FDS: u64 = 65536;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Call {
+    Accept,
+    Poll,
+    Select,
+}
+
+impl Call {
+    fn of(number: i64) -> Option<Call> {
+        let number = number as libc::c_long;
+        #[cfg(any(target_arch = "x86_64", target_arch = "x86"))]
+        {
+            if number == libc::SYS_poll {
+                return Some(Call::Poll);
+            }
+            if number == libc::SYS_select {
+                return Some(Call::Select);
+            }
+        }
+        #[cfg(not(target_arch = "x86"))]
+        if number == libc::SYS_accept {
+            return Some(Call::Accept);
+        }
+        if number == libc::SYS_accept4 {
+            Some(Call::Accept)
+        } else if number == libc::SYS_ppoll {
+            Some(Call::Poll)
+        } else if number == libc::SYS_pselect6 {
+            Some(Call::Select)
+        } else {
+            None
+        }
+    }
+}
+
+fn read_memory(
+    pid: i32,
+    mem: &mut Option<Option<fs::File>>,
+    address: u64,
+    length: usize,
+) -> Option<Vec<u8>> {
+    let file = mem
+        .get_or_insert_with(|| fs::File::open(format!("/proc/{pid}/mem")).ok())
+        .as_ref()?;
+    let mut bytes = vec![0u8; length];
+    file.read_exact_at(&mut bytes, address).ok()?;
+    Some(bytes)
+}
+
+/// The fds of a `struct pollfd` array that ask for input (POLLIN).
+fn polled_for_input(bytes: &[u8]) -> Vec<i32> {
+    bytes
+        .chunks_exact(8)
+        .filter_map(|entry| {
+            let fd = i32::from_ne_bytes(entry[0..4].try_into().ok()?);
+            let events = i16::from_ne_bytes(entry[4..6].try_into().ok()?);
+            (fd >= 0 && events & libc::POLLIN != 0).then_some(fd)
+        })
+        .collect()
+}
+
+/// The fds below `count` that are set in an `fd_set` (native-endian words of 64 bits).
+fn selected_for_input(bytes: &[u8], count: usize) -> Vec<i32> {
+    let mut fds = Vec::new();
+    for (index, word) in bytes.chunks_exact(8).enumerate() {
+        let word = u64::from_ne_bytes(word.try_into().expect("chunks_exact yields 8 bytes"));
+        for bit in 0..64 {
+            let fd = index * 64 + bit;
+            if fd < count && word & (1 << bit) != 0 {
+                fds.push(fd as i32);
+            }
+        }
+    }
+    fds
+}
+
+/// The targets listed in an epoll fd's fdinfo. Lines other than `tfd:` ones (the epoll's own
+/// `pos`, `flags`, `mnt_id`, `ino`) are skipped, as are malformed ones.
+pub fn parse_epoll_fdinfo(text: &str) -> Vec<EpollTarget> {
+    text.lines()
+        .filter_map(|line| {
+            let rest = line.trim_start().strip_prefix("tfd:")?;
+            let mut words = rest.split_whitespace();
+            let fd = words.next()?.parse().ok()?;
+            let mut events = None;
+            let mut inode = None;
+            while let Some(word) = words.next() {
+                if word == "events:" {
+                    events = u32::from_str_radix(words.next()?, 16).ok();
+                } else if let Some(hex) = word.strip_prefix("ino:") {
+                    inode = u64::from_str_radix(hex, 16).ok();
+                }
+            }
+            Some(EpollTarget {
+                fd,
+                events: events?,
+                inode: inode?,
+            })
+        })
+        .collect()
+}
+
+/// `/proc/PID/task/TID/syscall`: `NR 0xARG1 ... 0xARG6 0xSP 0xPC` while the thread is blocked
+/// in a call; `running`, or a negative number when it is not in one, give `None`.
+pub fn parse_syscall(text: &str) -> Option<Syscall> {
+    let mut words = text.split_whitespace();
+    let number: i64 = words.next()?.parse().ok()?;
+    if number < 0 {
+        return None;
+    }
+    let mut args = [0u64; 6];
+    for arg in &mut args {
+        let word = words.next()?;
+        *arg = u64::from_str_radix(word.strip_prefix("0x").unwrap_or(word), 16).ok()?;
+    }
+    Some(Syscall { number, args })
+}
+
+/// The process group of `pid`, from /proc/PID/stat.
+fn process_group(pid: i32) -> Option<i32> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat_field(&stat, 2)
+}
+
+/// Field `index` after the command name of a stat line (0 = state, 1 = ppid, 2 = pgrp).
+fn stat_field(stat: &str, index: usize) -> Option<i32> {
+    // "pid (comm) state ppid pgrp ...": comm may contain spaces and parentheses.
+    stat[stat.rfind(')')? + 1..]
+        .split_whitespace()
+        .nth(index)?
+        .parse()
+        .ok()
+}
+
+/// Every process in group `pgid` but `except`, from a scan of /proc.
+fn group_members(pgid: i32, except: i32) -> io::Result<Vec<i32>> {
+    let mut members = Vec::new();
+    for entry in fs::read_dir("/proc")? {
+        let Ok(entry) = entry else { continue };
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+            continue;
+        };
+        if pid != except && process_group(pid) == Some(pgid) {
+            members.push(pid);
+        }
+    }
+    Ok(members)
+}
+
+/// The children of every thread of `pid`.
+fn children(pid: i32) -> Vec<i32> {
+    let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .flatten()
+        .filter_map(|task| fs::read_to_string(task.path().join("children")).ok())
+        .flat_map(|list| {
+            list.split_whitespace()
+                .filter_map(|pid| pid.parse().ok())
+                .collect::<Vec<i32>>()
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Captured from a Node server (libuv) on Linux 6.x, listening on fd 3 (inode 0x61d2).
+    const NODE_FDINFO: &str = "pos:\t0\nflags:\t02000002\nmnt_id:\t15\nino:\t1057\n\
+        tfd:       10 events:       19 data:               0a  pos:0 ino:1062 sdev:f\n\
+        tfd:        3 events:       19 data:                3  pos:0 ino:61d2 sdev:8\n\
+        tfd:       12 events:        4 data:               0c  pos:0 ino:61d5 sdev:8\n";
+
+    #[test]
+    fn epoll_fdinfo_lists_targets_and_skips_its_own_inode() {
+        let targets = parse_epoll_fdinfo(NODE_FDINFO);
+        assert_eq!(
+            targets,
+            vec![
+                EpollTarget {
+                    fd: 10,
+                    events: 0x19,
+                    inode: 0x1062
+                },
+                EpollTarget {
+                    fd: 3,
+                    events: 0x19,
+                    inode: 0x61d2
+                },
+                EpollTarget {
+                    fd: 12,
+                    events: 0x4,
+                    inode: 0x61d5
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn malformed_epoll_lines_are_skipped() {
+        let text = "tfd: x events: 1 ino:5\ntfd: 4 events: 1\ntfd: 5 events: 1 ino:zz\n\
+                    tfd: 6 events: 1 data: 0 pos:0 ino:a sdev:0\n";
+        assert_eq!(
+            parse_epoll_fdinfo(text),
+            vec![EpollTarget {
+                fd: 6,
+                events: 1,
+                inode: 10
+            }]
+        );
+        assert_eq!(parse_epoll_fdinfo(""), Vec::new());
+    }
+
+    #[test]
+    fn syscall_lines_give_number_and_arguments() {
+        // A thread blocked in accept4(3, NULL, NULL, SOCK_CLOEXEC).
+        let text = "288 0x3 0x0 0x0 0x80000 0x0 0x0 0x7ffd5b8 0x7f12ab\n";
+        assert_eq!(
+            parse_syscall(text),
+            Some(Syscall {
+                number: 288,
+                args: [3, 0, 0, 0x80000, 0, 0]
+            })
+        );
+        assert_eq!(parse_syscall("running\n"), None);
+        assert_eq!(parse_syscall("-1 0x7ffd5b8 0x7f12ab\n"), None);
+        assert_eq!(parse_syscall("7 0x1 0x2\n"), None);
+        assert_eq!(parse_syscall(""), None);
+    }
+
+    #[test]
+    fn pollfd_arrays_give_the_fds_asked_for_input() {
+        let mut bytes = Vec::new();
+        for (fd, events) in [(3i32, libc::POLLIN), (4, libc::POLLOUT), (-1, libc::POLLIN)] {
+            bytes.extend_from_slice(&fd.to_ne_bytes());
+            bytes.extend_from_slice(&events.to_ne_bytes());
+            bytes.extend_from_slice(&0i16.to_ne_bytes());
+        }
+        assert_eq!(polled_for_input(&bytes), vec![3]);
+    }
+
+    #[test]
+    fn fd_sets_give_the_fds_below_nfds() {
+        let mut words = [0u64; 2];
+        words[0] |= 1 << 3 | 1 << 9;
+        words[1] |= 1 << (70 - 64);
+        let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_ne_bytes()).collect();
+        assert_eq!(selected_for_input(&bytes, 71), vec![3, 9, 70]);
+        assert_eq!(selected_for_input(&bytes, 10), vec![3, 9]);
+    }
+
+    #[test]
+    fn stat_fields_survive_parentheses_in_the_name() {
+        let stat = "4242 (a (b) c) S 1 4240 4240 0 -1 4194560";
+        assert_eq!(stat_field(stat, 1), Some(1));
+        assert_eq!(stat_field(stat, 2), Some(4240));
+    }
+
+    #[test]
+    fn socket_links_give_inodes() {
+        assert_eq!(socket_inode("socket:[12345]"), Some(12345));
+        assert_eq!(socket_inode("pipe:[12345]"), None);
+        assert_eq!(socket_inode("/dev/null"), None);
+    }
+
+    #[test]
+    fn this_process_waits_on_a_listener_it_blocks_in_accept_on() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("loopback binds");
+        let inode = listener_inode(std::os::fd::AsFd::as_fd(&listener)).expect("fstat works");
+        let pid = Pid::from_raw(std::process::id() as i32);
+        // Nobody waits yet (this test's threads may be in other calls, never accept on it).
+        assert_eq!(waiting_on(Scope::Tree(pid), &[inode]).unwrap(), Vec::<u64>::new());
+        let address = listener.local_addr().expect("a bound listener has an address");
+        let accepting = std::thread::spawn(move || listener.accept().map(drop));
+        let end = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while waiting_on(Scope::Tree(pid), &[inode]).unwrap() != vec![inode] {
+            assert!(
+                std::time::Instant::now() < end,
+                "the accepting thread was never seen"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        std::net::TcpStream::connect(address).expect("the listener accepts");
+        accepting
+            .join()
+            .expect("the thread does not panic")
+            .expect("accept succeeds");
+    }
+}
