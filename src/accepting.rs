@@ -22,7 +22,8 @@
 //! (`--no-process-group`) the leader and its descendants; every thread of each.
 //!
 //! This runs only while a generation starts, a few hundred times at most, so it is a plain
-//! synchronous scan; it still reads as little as it can: the group's leader first, a process
+//! synchronous scan; it still reads as little as it can: never all of /proc, the group's
+//! leader first, a process
 //! that holds none of the listeners and has no epoll set is dropped after listing its fds,
 //! per-thread syscalls are read only for a process that holds a listener and still matters,
 //! and the scan ends as soon as every listener has been found.
@@ -79,48 +80,68 @@ pub fn listener_inode(fd: BorrowedFd<'_>) -> io::Result<u64> {
 
 /// Which of `inodes` some process of `scope` waits on (in the order of `inodes`); `Err` only
 /// when /proc cannot be read at all. A scope whose processes are all gone waits on nothing.
+///
+/// A group's processes are looked for where they can be without scanning all of /proc (one
+/// stat read per process on the machine costs milliseconds on a busy host): the leader's
+/// descendants, then the calling process's children in the group and their descendants.
+/// graceful-run, a subreaper or PID 1, is where the group's orphans land.
 pub fn waiting_on(scope: Scope, inodes: &[u64]) -> io::Result<Vec<u64>> {
     let mut missing: Vec<u64> = inodes.to_vec();
     missing.sort_unstable();
     missing.dedup();
-    let leader = match scope {
-        Scope::Group(pgid) | Scope::Tree(pgid) => pgid.as_raw(),
+    let (leader, group) = match scope {
+        Scope::Group(pgid) => (pgid.as_raw(), Some(pgid.as_raw())),
+        Scope::Tree(pid) => (pid.as_raw(), None),
     };
     let mut seen = Vec::new();
-    let mut pending = vec![leader];
-    let mut scanned_proc = false;
-    while !missing.is_empty() {
-        let Some(pid) = pending.pop() else {
-            match scope {
-                // The leader did not account for everything: look for the rest of its group.
-                Scope::Group(pgid) if !scanned_proc => {
-                    scanned_proc = true;
-                    pending = group_members(pgid.as_raw(), leader)?;
-                    continue;
-                }
-                _ => break,
-            }
-        };
-        if seen.contains(&pid) {
-            continue;
-        }
-        seen.push(pid);
-        if let Scope::Group(pgid) = scope {
-            // The leader may have died and its pid been reused by a stranger.
-            if pid == leader && process_group(pid) != Some(pgid.as_raw()) {
-                continue;
+    search_tree(leader, group, &mut seen, &mut missing)?;
+    if let Some(pgid) = group
+        && !missing.is_empty()
+    {
+        for orphan in children(std::process::id() as i32) {
+            if process_group(orphan) == Some(pgid) {
+                search_tree(orphan, group, &mut seen, &mut missing)?;
             }
         }
-        check_process(pid, &mut missing)?;
-        if let Scope::Tree(_) = scope {
-            pending.extend(children(pid));
-        }
+    }
+    if !missing.is_empty() && fs::metadata("/proc/self/task").is_err() {
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            "/proc is not mounted",
+        ));
     }
     Ok(inodes
         .iter()
         .copied()
         .filter(|inode| !missing.contains(inode))
         .collect())
+}
+
+/// Checks `root` and its descendants (those in `group` when it is given) until nothing is
+/// missing.
+fn search_tree(
+    root: i32,
+    group: Option<i32>,
+    seen: &mut Vec<i32>,
+    missing: &mut Vec<u64>,
+) -> io::Result<()> {
+    let mut pending = vec![root];
+    while let Some(pid) = pending.pop() {
+        if missing.is_empty() {
+            break;
+        }
+        if seen.contains(&pid) {
+            continue;
+        }
+        seen.push(pid);
+        // Outside the group (a child that made a group of its own, or a leader that died
+        // and whose pid was reused): not looked at, but its children may still be in it.
+        if group.is_none() || process_group(pid) == group {
+            check_process(pid, missing)?;
+        }
+        pending.extend(children(pid));
+    }
+    Ok(())
 }
 
 /// Removes from `missing` the inodes that `pid` waits on. A process that vanishes meanwhile
@@ -184,7 +205,11 @@ fn open_fds(pid: i32, wanted: &[u64]) -> io::Result<OpenFds> {
     let mut found = OpenFds::default();
     for entry in fs::read_dir(format!("/proc/{pid}/fd"))? {
         let entry = entry?;
-        let Some(fd) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+        let Some(fd) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
             continue;
         };
         let Ok(target) = fs::read_link(entry.path()) else {
@@ -206,7 +231,10 @@ fn open_fds(pid: i32, wanted: &[u64]) -> io::Result<OpenFds> {
 
 /// `socket:[12345]` -> 12345.
 fn socket_inode(link: &str) -> Option<u64> {
-    link.strip_prefix("socket:[")?.strip_suffix(']')?.parse().ok()
+    link.strip_prefix("socket:[")?
+        .strip_suffix(']')?
+        .parse()
+        .ok()
 }
 
 /// The fds that a thread in `call` waits to read from (empty for any other call).
@@ -374,21 +402,6 @@ fn stat_field(stat: &str, index: usize) -> Option<i32> {
         .ok()
 }
 
-/// Every process in group `pgid` but `except`, from a scan of /proc.
-fn group_members(pgid: i32, except: i32) -> io::Result<Vec<i32>> {
-    let mut members = Vec::new();
-    for entry in fs::read_dir("/proc")? {
-        let Ok(entry) = entry else { continue };
-        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
-            continue;
-        };
-        if pid != except && process_group(pid) == Some(pgid) {
-            members.push(pid);
-        }
-    }
-    Ok(members)
-}
-
 /// The children of every thread of `pid`.
 fn children(pid: i32) -> Vec<i32> {
     let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
@@ -513,8 +526,13 @@ mod tests {
         let inode = listener_inode(std::os::fd::AsFd::as_fd(&listener)).expect("fstat works");
         let pid = Pid::from_raw(std::process::id() as i32);
         // Nobody waits yet (this test's threads may be in other calls, never accept on it).
-        assert_eq!(waiting_on(Scope::Tree(pid), &[inode]).unwrap(), Vec::<u64>::new());
-        let address = listener.local_addr().expect("a bound listener has an address");
+        assert_eq!(
+            waiting_on(Scope::Tree(pid), &[inode]).unwrap(),
+            Vec::<u64>::new()
+        );
+        let address = listener
+            .local_addr()
+            .expect("a bound listener has an address");
         let accepting = std::thread::spawn(move || listener.accept().map(drop));
         let end = std::time::Instant::now() + std::time::Duration::from_secs(30);
         while waiting_on(Scope::Tree(pid), &[inode]).unwrap() != vec![inode] {

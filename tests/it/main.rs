@@ -3,6 +3,7 @@
 
 mod support;
 
+mod accepting;
 mod cli;
 mod ecosystem;
 mod exit_status;
