@@ -16,6 +16,7 @@
 //! - `process`: facts from /proc and the terminal (descendants, leftovers, foreground).
 //! - `exit`: every exit status, decided in one place.
 //! - `log`: graceful-run's own lines on stderr, text or JSON, never blocking.
+//! - `control`: `graceful-run ctl` and the control socket it talks to.
 //! - `doc`: the reference sections shared by `--help` and the man page.
 //! - `pid_file`: `--pid-file`.
 
@@ -23,6 +24,7 @@ pub mod accepting;
 pub mod child_env;
 pub mod cli;
 pub mod config;
+pub mod control;
 pub mod doc;
 pub mod exit;
 pub mod listen;
