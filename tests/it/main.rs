@@ -5,6 +5,7 @@ mod support;
 
 mod accepting;
 mod cli;
+mod control;
 mod ecosystem;
 mod exit_status;
 mod init;
