@@ -73,6 +73,36 @@ pub struct Syscall {
     pub args: [u64; 6],
 }
 
+impl Listening {
+    /// The inodes of those of `fds` that are stream sockets (TCP, unix stream, SCTP): a
+    /// datagram socket is read, never accepted on, so nothing ever "waits" on it.
+    pub fn of_stream_sockets<'a>(
+        fds: impl IntoIterator<Item = BorrowedFd<'a>>,
+    ) -> io::Result<Listening> {
+        let mut inodes = Vec::new();
+        for fd in fds {
+            let kind = nix::sys::socket::getsockopt(&fd, nix::sys::socket::sockopt::SockType)?;
+            if kind == nix::sys::socket::SockType::Stream {
+                inodes.push(listener_inode(fd)?);
+            }
+        }
+        Ok(Listening { inodes })
+    }
+}
+
+/// How long to wait before check number `checks_done + 1` of a starting generation: 1 ms,
+/// doubling to at most 50 ms. A server that waits soon after it starts is seen within about
+/// a millisecond; one that boots for seconds costs about 20 checks a second.
+pub fn next_check_after(checks_done: u32) -> std::time::Duration {
+    const FIRST_MS: u64 = 1;
+    const MAX_MS: u64 = 50;
+    let ms = FIRST_MS
+        .checked_shl(checks_done)
+        .unwrap_or(MAX_MS)
+        .min(MAX_MS);
+    std::time::Duration::from_millis(ms)
+}
+
 /// The inode of a listener graceful-run holds, as /proc shows it to other processes.
 pub fn listener_inode(fd: BorrowedFd<'_>) -> io::Result<u64> {
     Ok(nix::sys::stat::fstat(fd)?.st_ino)
@@ -511,6 +541,25 @@ mod tests {
         let stat = "4242 (a (b) c) S 1 4240 4240 0 -1 4194560";
         assert_eq!(stat_field(stat, 1), Some(1));
         assert_eq!(stat_field(stat, 2), Some(4240));
+    }
+
+    #[test]
+    fn checks_back_off_from_1ms_to_50ms() {
+        let delays: Vec<u64> = (0..9)
+            .map(|n| next_check_after(n).as_millis() as u64)
+            .collect();
+        assert_eq!(delays, vec![1, 2, 4, 8, 16, 32, 50, 50, 50]);
+        assert_eq!(next_check_after(u32::MAX).as_millis(), 50);
+    }
+
+    #[test]
+    fn only_stream_sockets_are_listened_for() {
+        use std::os::fd::AsFd;
+        let tcp = std::net::TcpListener::bind("127.0.0.1:0").expect("loopback binds");
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").expect("loopback binds");
+        let listening =
+            Listening::of_stream_sockets([tcp.as_fd(), udp.as_fd()]).expect("getsockopt works");
+        assert_eq!(listening.inodes, vec![listener_inode(tcp.as_fd()).unwrap()]);
     }
 
     #[test]

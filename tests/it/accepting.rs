@@ -89,6 +89,54 @@ fn wait_blocked(gr: &Gr, pid: i32) {
     });
 }
 
+/// The system calls the threads of `leader` and its descendants are in now.
+fn calls(leader: i32) -> Vec<libc::c_long> {
+    let mut pids = vec![leader];
+    pids.extend(
+        crate::support::descendants(leader)
+            .into_iter()
+            .map(|(pid, _)| pid),
+    );
+    pids.iter()
+        .filter_map(|pid| std::fs::read_dir(format!("/proc/{pid}/task")).ok())
+        .flat_map(|tasks| tasks.flatten())
+        .filter_map(|task| std::fs::read_to_string(task.path().join("syscall")).ok())
+        .filter_map(|text| parse_syscall(&text))
+        .map(|call| call.number as libc::c_long)
+        .collect()
+}
+
+/// Polls until some thread of the generation is in one of `numbers`: the test then knows
+/// which way of waiting the detector saw.
+fn wait_in_call(served: &Served, what: &str, numbers: &[libc::c_long]) {
+    served.gr.poll(what, || {
+        calls(served.generation)
+            .iter()
+            .any(|n| numbers.contains(n))
+            .then_some(())
+    });
+}
+
+/// Asserts that no thread of the generation is in accept, poll or select: what the detector
+/// saw was the epoll set.
+fn assert_waits_only_in_epoll(served: &Served) {
+    let other = [
+        libc::SYS_accept,
+        libc::SYS_accept4,
+        libc::SYS_ppoll,
+        libc::SYS_pselect6,
+        #[cfg(target_arch = "x86_64")]
+        libc::SYS_poll,
+        #[cfg(target_arch = "x86_64")]
+        libc::SYS_select,
+    ];
+    let now = calls(served.generation);
+    assert!(
+        !now.iter().any(|n| other.contains(n)),
+        "a thread waits in another way: {now:?}"
+    );
+}
+
 fn have(program: &str, probe_args: &[&str]) -> bool {
     Command::new(program)
         .args(probe_args)
@@ -125,6 +173,7 @@ fn node_waits_in_epoll() {
         ],
     );
     served.wait_until_waiting(served.group());
+    assert_waits_only_in_epoll(&served);
     served.stop();
 }
 
@@ -138,6 +187,7 @@ fn python_asyncio_waits_in_epoll() {
                   asyncio.run(main())\n";
     let served = Served::start(&[], &["python3", "-c", script]);
     served.wait_until_waiting(served.group());
+    assert_waits_only_in_epoll(&served);
     served.stop();
 }
 
@@ -208,6 +258,7 @@ fn go_waits_in_epoll_on_a_dup_of_fd_3() {
     let binary = binary.expect("checked above").display().to_string();
     let served = Served::start(&[], &[&binary]);
     served.wait_until_waiting(served.group());
+    assert_waits_only_in_epoll(&served);
     // The server holds its listener only as a dup now: matching is by inode, not fd number.
     let holds_fd_3 = std::fs::read_link(format!("/proc/{}/fd/3", served.generation)).is_ok();
     assert!(!holds_fd_3, "the Go server still holds fd 3");
@@ -224,6 +275,15 @@ fn python_http_server_waits_in_poll() {
                   server.serve_forever()\n";
     let served = Served::start(&[], &["python3", "-c", script]);
     served.wait_until_waiting(served.group());
+    wait_in_call(
+        &served,
+        "the server polls",
+        &[
+            libc::SYS_ppoll,
+            #[cfg(target_arch = "x86_64")]
+            libc::SYS_poll,
+        ],
+    );
     served.stop();
 }
 
@@ -264,6 +324,15 @@ fn gunicorn_sync_workers_wait_in_select() {
         ],
     );
     served.wait_until_waiting(served.group());
+    wait_in_call(
+        &served,
+        "a worker selects",
+        &[
+            libc::SYS_pselect6,
+            #[cfg(target_arch = "x86_64")]
+            libc::SYS_select,
+        ],
+    );
     // The workers, not the arbiter, wait: the group was searched beyond its leader.
     let workers = crate::support::descendants(served.generation);
     assert!(!workers.is_empty(), "gunicorn has no workers");
@@ -279,6 +348,11 @@ fn blocking_accept_waits() {
                   \x20   listener.accept()[0].close()\n";
     let served = Served::start(&[], &["python3", "-c", script]);
     served.wait_until_waiting(served.group());
+    wait_in_call(
+        &served,
+        "the server blocks in accept",
+        &[libc::SYS_accept, libc::SYS_accept4],
+    );
     served.stop();
 }
 
