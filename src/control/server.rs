@@ -236,3 +236,97 @@ impl Server {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::os::unix::net::UnixStream as StdUnixStream;
+
+    use super::*;
+
+    fn server(tag: &str) -> Server {
+        Server::bind_name(&format!("graceful-run/test/{}/{tag}", std::process::id()))
+            .expect("a fresh abstract name binds")
+    }
+
+    /// Connects a blocking client that sends `chunks` one write at a time, pausing for the
+    /// server to have read each, then reads everything until the server closes.
+    fn client(name: String, chunks: Vec<&'static [u8]>) -> tokio::task::JoinHandle<String> {
+        tokio::task::spawn_blocking(move || {
+            let address = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())
+                .expect("a valid name");
+            let mut stream = StdUnixStream::connect_addr(&address).expect("the server listens");
+            for chunk in chunks {
+                stream.write_all(chunk).expect("the server reads");
+            }
+            let mut reply = String::new();
+            let _ = stream.read_to_string(&mut reply);
+            reply
+        })
+    }
+
+    async fn next(server: &mut Server) -> (ClientId, Request) {
+        std::future::poll_fn(|cx| server.poll_request(cx)).await
+    }
+
+    #[tokio::test]
+    async fn a_request_split_across_writes_is_read_whole() {
+        let mut server = server("split");
+        let reply = client(server.name().to_string(), vec![b"rest", b"art w", b"ait\n"]);
+        let (id, request) = next(&mut server).await;
+        assert_eq!(request, Request::Restart { wait: true });
+        assert_eq!(server.client_count(), 1);
+        server.reply(id, &Reply::Accepted, false);
+        server.reply(id, &Reply::Failed("not ready in time".into()), true);
+        assert_eq!(server.client_count(), 0);
+        assert_eq!(
+            reply.await.expect("the client runs"),
+            "accepted\nfailed not ready in time\n"
+        );
+    }
+
+    #[tokio::test]
+    async fn nonsense_gets_an_error_line_and_never_reaches_the_supervisor() {
+        let mut server = server("nonsense");
+        let reply = client(server.name().to_string(), vec![b"reboot\n"]);
+        tokio::select! {
+            reply = reply => assert_eq!(
+                reply.expect("the client runs"),
+                "error unknown request 'reboot'\n"
+            ),
+            (_, request) = next(&mut server) => panic!("{request:?} reached the supervisor"),
+        }
+        let long = client(server.name().to_string(), vec![&[b'x'; 1000]]);
+        tokio::select! {
+            reply = long => assert_eq!(
+                reply.expect("the client runs"),
+                "error request too long\n"
+            ),
+            (_, request) = next(&mut server) => panic!("{request:?} reached the supervisor"),
+        }
+        assert_eq!(server.client_count(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_reply_to_a_departed_client_is_harmless() {
+        let mut server = server("departed");
+        let reply = client(server.name().to_string(), vec![b"status\n"]);
+        let (id, _) = next(&mut server).await;
+        server.reply(id, &Reply::Done, true);
+        assert_eq!(reply.await.expect("the client runs"), "done\n");
+        // Gone: nothing is sent, nothing fails, no SIGPIPE.
+        server.reply(id, &Reply::Done, true);
+        server.reply(ClientId(999), &Reply::Accepted, false);
+        assert_eq!(server.client_count(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_second_instance_cannot_take_the_name() {
+        let first = server("taken");
+        let second = Server::bind_name(first.name());
+        assert_eq!(
+            second.err().map(|e| e.kind()),
+            Some(io::ErrorKind::AddrInUse)
+        );
+    }
+}

@@ -400,3 +400,43 @@ fn a_pid_that_is_no_graceful_run_is_named() {
         "{stderr}"
     );
 }
+
+/// A graceful-run in a pid namespace of its own (a container's pid 1) is found from outside
+/// by its outer pid: the name carries its namespace and its pid there (1), as it computes it
+/// for itself.
+#[test]
+fn the_name_of_a_pid_in_another_namespace_is_its_own() {
+    use std::io::{BufRead, BufReader};
+    let marker = crate::support::sleep_marker();
+    let _cleanup = crate::support::KillOnDrop(marker.clone());
+    let mut unshare = Command::new("unshare")
+        .args(["--pid", "--fork", "--mount-proc", "sh", "-c"])
+        .arg(format!(
+            "readlink /proc/self/ns/pid; echo $$; exec sleep {marker}"
+        ))
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("unshare runs");
+    let mut lines = BufReader::new(unshare.stdout.take().expect("piped")).lines();
+    let namespace = lines.next().expect("a line").expect("readable");
+    let inner_pid = lines.next().expect("a line").expect("readable");
+    assert_eq!(inner_pid, "1", "sh is the namespace's first process");
+    let inode = namespace
+        .strip_prefix("pid:[")
+        .and_then(|rest| rest.strip_suffix(']'))
+        .unwrap_or_else(|| panic!("not a namespace link: {namespace}"));
+    let mut outer = Vec::new();
+    poll_until("the namespace's pid 1 runs sleep", || {
+        outer = crate::support::sleepers(&marker);
+        !outer.is_empty()
+    });
+    let name =
+        graceful_run::control::socket_name_of(outer[0] as u32).expect("/proc shows the process");
+    let _ = unshare.kill();
+    let _ = unshare.wait();
+    assert_eq!(name, format!("graceful-run/ctl/{inode}/1"));
+    assert_ne!(
+        name,
+        graceful_run::control::socket_name_of(std::process::id()).expect("our own"),
+    );
+}
