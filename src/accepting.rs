@@ -108,8 +108,9 @@ pub fn listener_inode(fd: BorrowedFd<'_>) -> io::Result<u64> {
     Ok(nix::sys::stat::fstat(fd)?.st_ino)
 }
 
-/// Which of `inodes` some process of `scope` waits on (in the order of `inodes`); `Err` only
-/// when /proc cannot be read at all. A scope whose processes are all gone waits on nothing.
+/// Which of `inodes` some process of `scope` waits on (in the order of `inodes`); `Err` when
+/// /proc is not mounted or the leader's /proc files may not be read (not root and not its
+/// user, or hidepid). A scope whose processes are all gone waits on nothing.
 ///
 /// A group's processes are looked for where they can be without scanning all of /proc (one
 /// stat read per process on the machine costs milliseconds on a busy host): the leader's
@@ -167,7 +168,13 @@ fn search_tree(
         // Outside the group (a child that made a group of its own, or a leader that died
         // and whose pid was reused): not looked at, but its children may still be in it.
         if group.is_none() || process_group(pid) == group {
-            check_process(pid, missing)?;
+            match check_process(pid, missing) {
+                Ok(()) => {}
+                // Not allowed to look at the root: nothing can be known, say so. A
+                // descendant that is not ours to read (a setuid helper) is passed over.
+                Err(e) if pid == root => return Err(e),
+                Err(_) => {}
+            }
         }
         pending.extend(children(pid));
     }

@@ -142,20 +142,21 @@ fn execute(cli: &Cli, out: &mut dyn Write) -> Result<i32, Failure> {
         (None, true) => None,
     };
     let stream = connect(pid)?;
-    (&stream)
-        .write_all(request.to_line().as_bytes())
-        .map_err(|e| {
-            (
-                UNUSABLE,
-                format!("cannot send to graceful-run (pid {pid}): {e}"),
-            )
-        })?;
+    // A refused client may find the connection closed before it could send: the refusal
+    // is still there to be read, and says more than the write's EPIPE.
+    let sent = (&stream).write_all(request.to_line().as_bytes());
     let mut reader = BufReader::new(&stream);
     let mut accepted = false;
     loop {
         let line = match read_line(&stream, &mut reader, deadline) {
             Ok(Some(line)) => line,
             Ok(None) => {
+                if let Err(e) = sent {
+                    return Err((
+                        UNUSABLE,
+                        format!("cannot send to graceful-run (pid {pid}): {e}"),
+                    ));
+                }
                 // graceful-run closed the connection: it exited (or was killed).
                 return match (request, accepted) {
                     (Request::Stop { .. }, true) => Ok(0),
@@ -190,10 +191,8 @@ fn execute(cli: &Cli, out: &mut dyn Write) -> Result<i32, Failure> {
                 ));
             }
             Err(e) => {
-                return Err((
-                    FAILED,
-                    format!("reading from graceful-run (pid {pid}): {e}"),
-                ));
+                let code = if sent.is_err() { UNUSABLE } else { FAILED };
+                return Err((code, format!("reading from graceful-run (pid {pid}): {e}")));
             }
         };
         match Received::parse(&line) {

@@ -110,6 +110,21 @@ impl Client {
 }
 
 /// The control socket of this graceful-run.
+///
+/// How the supervisor answers each request (every request gets a reply; the `last` one
+/// closes the connection):
+/// - `Status { .. }`: `Reply::Status(report)`, last.
+/// - `Restart { wait: false }`: `Accepted`, last (or `Failed(why)`, last, when no restart
+///   can begin, e.g. while stopping).
+/// - `Restart { wait: true }`: `Accepted`, then once the handover that covers this request
+///   ends, `Done` or `Failed(why)`, last. A request coalesced into a restart already under
+///   way is answered when that one ends.
+/// - `Stop { wait: false }`: `Accepted`, last. `Stop { wait: true }`: `Accepted`, then
+///   nothing: the connection closes when graceful-run exits and the Server is dropped,
+///   which the client takes as done.
+///
+/// Call [`Server::poll_request`] again after each request it returns (a `select!` loop
+/// does): clients after the one that was answered are polled then.
 pub struct Server {
     listener: UnixListener,
     name: String,
