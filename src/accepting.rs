@@ -103,6 +103,18 @@ pub fn next_check_after(checks_done: u32) -> std::time::Duration {
     std::time::Duration::from_millis(ms)
 }
 
+/// The one warning for a generation that has not begun waiting on `address` (passed as fd
+/// `fd`) `after` it started: the usual cause is a command that binds the port itself instead
+/// of taking the socket graceful-run passed, which then fails with "Address already in use",
+/// or worse serves another socket while connections to this one wait.
+pub fn not_waiting_warning(address: &str, fd: i32, after: std::time::Duration) -> String {
+    format!(
+        "not waiting for connections on {address} (fd {fd}) {}s after starting: does the \
+         command take its socket from LISTEN_FDS (fd {fd}) rather than binding the port itself?",
+        after.as_secs()
+    )
+}
+
 /// The inode of a listener graceful-run holds, as /proc shows it to other processes.
 pub fn listener_inode(fd: BorrowedFd<'_>) -> io::Result<u64> {
     Ok(nix::sys::stat::fstat(fd)?.st_ino)
@@ -548,6 +560,15 @@ mod tests {
         let stat = "4242 (a (b) c) S 1 4240 4240 0 -1 4194560";
         assert_eq!(stat_field(stat, 1), Some(1));
         assert_eq!(stat_field(stat, 2), Some(4240));
+    }
+
+    #[test]
+    fn the_warning_names_the_listener_and_the_likely_cause() {
+        assert_eq!(
+            not_waiting_warning("tcp://[::]:8080", 3, std::time::Duration::from_millis(5200)),
+            "not waiting for connections on tcp://[::]:8080 (fd 3) 5s after starting: does the \
+             command take its socket from LISTEN_FDS (fd 3) rather than binding the port itself?"
+        );
     }
 
     #[test]
