@@ -483,3 +483,53 @@ fn one_check_on_ten_processes_is_cheap() {
     );
     served.stop();
 }
+
+/// During a restart every generation holds the same listener: the old one's waiting must not
+/// make the new one count. Generation 2 blocks before accepting while generation 1 still
+/// waits; only generation 1 is seen waiting.
+#[test]
+fn the_old_generation_waiting_does_not_count_for_the_new_one() {
+    let dir = TempDir::new("accepting-restart");
+    let second = dir.join("second");
+    let gate = dir.join("gate");
+    nix::unistd::mkfifo(&gate, nix::sys::stat::Mode::from_bits_truncate(0o600))
+        .expect("the temp dir takes a fifo");
+    // The first generation says READY=1 and accepts; a later one blocks on the gate first.
+    let script = format!(
+        "import os, socket\n\
+         if os.path.exists({second:?}):\n\
+         \x20   print('second booting', flush=True)\n\
+         \x20   open({gate:?}).read()\n\
+         else:\n\
+         \x20   address = os.environ['NOTIFY_SOCKET'].replace('@', '\\0', 1)\n\
+         \x20   socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM).sendto(b'READY=1', address)\n\
+         listener = socket.socket(fileno=3)\n\
+         while True:\n\
+         \x20   listener.accept()[0].close()\n",
+        second = second.display().to_string(),
+        gate = gate.display().to_string()
+    );
+    let served = Served::start(&["--ready", "notify"], &["python3", "-c", &script]);
+    served.gr.wait_stderr("ready after");
+    served.wait_until_waiting(served.group());
+    std::fs::write(&second, b"").expect("the temp dir is writable");
+    served.gr.signal(libc::SIGHUP);
+    let incoming = served.gr.generation_pid(2);
+    served.gr.wait_stdout("second booting");
+    wait_blocked(&served.gr, incoming);
+    assert!(
+        served.waits_now(served.group()),
+        "generation 1 still serves\n{}",
+        served.gr.output()
+    );
+    let found = waiting_on(Scope::Group(Pid::from_raw(incoming)), &[served.inode])
+        .expect("/proc is readable");
+    assert_eq!(found, Vec::<u64>::new(), "{}", served.gr.output());
+    let found = waiting_on(Scope::Tree(Pid::from_raw(incoming)), &[served.inode])
+        .expect("/proc is readable");
+    assert_eq!(found, Vec::<u64>::new(), "{}", served.gr.output());
+    // Let it through: now the new generation waits too.
+    std::fs::write(&gate, b"go\n").expect("generation 2 opens the gate");
+    served.wait_until_waiting(Scope::Group(Pid::from_raw(incoming)));
+    served.stop();
+}
