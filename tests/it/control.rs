@@ -440,3 +440,61 @@ fn the_name_of_a_pid_in_another_namespace_is_its_own() {
         graceful_run::control::socket_name_of(std::process::id()).expect("our own"),
     );
 }
+
+/// graceful-run ending while a restart is waited for (killed, or stopped by someone else) is
+/// a failed restart for the waiting client: exit 1, one line.
+#[test]
+fn restart_wait_fails_when_graceful_run_ends_first() {
+    let server = InProcess::start();
+    let client = spawn(ctl(&["--pid", &own_pid(), "restart", "--wait"]));
+    let (id, _) = server.next_request();
+    server.reply(id, Reply::Accepted, false);
+    drop(server);
+    let output = finish(client);
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(
+        text(&output.stderr),
+        format!(
+            "graceful-run ctl: graceful-run (pid {}) ended before the restart finished\n",
+            own_pid()
+        )
+    );
+}
+
+/// `--pid-file` reads the pid graceful-run wrote.
+#[test]
+fn the_pid_file_names_the_instance() {
+    let server = InProcess::start();
+    let dir = crate::support::TempDir::new("ctl-pid-file");
+    let pid_file = dir.join("gr.pid");
+    std::fs::write(&pid_file, format!("{}\n", own_pid())).expect("the temp dir is writable");
+    let client = spawn(ctl(&[
+        "--pid-file",
+        pid_file.to_str().expect("utf-8"),
+        "stop",
+    ]));
+    let (id, request) = server.next_request();
+    assert_eq!(request, Request::Stop { wait: false });
+    server.reply(id, Reply::Accepted, true);
+    let output = finish(client);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+}
+
+/// Without --pid or --pid-file the client asks pid 1 (graceful-run as a container's init);
+/// when pid 1 is something else, the error says to pass --pid.
+#[test]
+fn without_a_pid_the_client_asks_pid_1_and_says_how_to_choose() {
+    let init = std::fs::read_to_string("/proc/1/comm").unwrap_or_default();
+    if init.trim() == "graceful-run" {
+        eprintln!("\n*** SKIPPED control::without_a_pid...: pid 1 is a graceful-run here ***\n");
+        return;
+    }
+    let output = finish(spawn(ctl(&["status"])));
+    assert_eq!(output.status.code(), Some(125));
+    let stderr = text(&output.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("pid 1") && stderr.contains("pass --pid PID or --pid-file PATH"),
+        "{stderr}"
+    );
+}
