@@ -32,6 +32,7 @@ pub const UNUSABLE: i32 = 125;
 #[command(
     name = "graceful-run ctl",
     bin_name = "graceful-run ctl",
+    disable_help_subcommand = true,
     about = "Ask a running graceful-run for its status, a restart or a stop",
     after_help = "Exit status: 0 done, 1 the operation failed, 2 timed out waiting (the \
                   operation goes on), 125 usage error, no graceful-run found, or refused.\n\
@@ -88,15 +89,23 @@ pub fn run(args: Vec<OsString>, out: &mut dyn Write, err: &mut dyn Write) -> i32
         Ok(cli) => cli,
         Err(e) => {
             use clap::error::ErrorKind;
-            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
-                let _ = write!(out, "{}", e.render());
-                return 0;
-            }
-            let _ = writeln!(
-                err,
-                "graceful-run ctl: {}",
-                one_line(&e.render().to_string())
-            );
+            let message = match e.kind() {
+                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+                    let text = e.render().to_string();
+                    let _ = write!(out, "{text}");
+                    if !text.ends_with('\n') {
+                        let _ = writeln!(out);
+                    }
+                    return 0;
+                }
+                ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+                | ErrorKind::MissingSubcommand => {
+                    "no request given: status, restart or stop (see graceful-run ctl --help)"
+                        .to_string()
+                }
+                _ => one_line(&e.render().to_string()),
+            };
+            let _ = writeln!(err, "graceful-run ctl: {message}");
             return UNUSABLE;
         }
     };
@@ -264,8 +273,14 @@ fn connect(pid: u32) -> Result<UnixStream, Failure> {
     } else {
         ""
     };
-    let name = super::socket_name_of(pid)
-        .map_err(|e| (UNUSABLE, format!("no process with pid {pid}: {e}{hint}")))?;
+    let name = super::socket_name_of(pid).map_err(|e| {
+        let why = if e.kind() == io::ErrorKind::NotFound {
+            String::new()
+        } else {
+            format!(" ({e})")
+        };
+        (UNUSABLE, format!("no process with pid {pid}{why}{hint}"))
+    })?;
     let address = SocketAddr::from_abstract_name(name.as_bytes())
         .map_err(|e| (UNUSABLE, format!("control socket name '{name}': {e}")))?;
     let stream = UnixStream::connect_addr(&address).map_err(|e| {
@@ -371,6 +386,12 @@ mod tests {
         }
         let (_, _, err) = run_args(&["restart", "--wait", "--timeout", "soon"]);
         assert!(err.contains("--timeout") && err.contains("soon"), "{err}");
+        let (_, _, err) = run_args(&[]);
+        assert_eq!(
+            err,
+            "graceful-run ctl: no request given: status, restart or stop (see graceful-run ctl \
+             --help)\n"
+        );
     }
 
     #[test]
