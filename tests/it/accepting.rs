@@ -533,3 +533,80 @@ fn the_old_generation_waiting_does_not_count_for_the_new_one() {
     served.wait_until_waiting(Scope::Group(Pid::from_raw(incoming)));
     served.stop();
 }
+
+/// Python (ctypes) blocked in one call on the listener at fd 3, set up by `call`.
+fn blocked_in(call: &str) -> String {
+    format!(
+        "import ctypes\n\
+         libc = ctypes.CDLL(None, use_errno=True)\n\
+         class PollFd(ctypes.Structure):\n\
+         \x20   _fields_ = [('fd', ctypes.c_int), ('events', ctypes.c_short), \
+                             ('revents', ctypes.c_short)]\n\
+         POLLIN, POLLOUT = 1, 4\n\
+         read_set = (ctypes.c_ulong * 16)()\n\
+         read_set[0] = 1 << 3\n\
+         print('calling', flush=True)\n\
+         {call}\n\
+         raise SystemExit('the call returned: ' + str(ctypes.get_errno()))\n"
+    )
+}
+
+/// Every variant of poll and select is read right: the pollfd array (the listener second,
+/// after an ignored entry), POLLIN rather than any event, and the read set of select.
+#[test]
+fn every_poll_and_select_variant_is_seen() {
+    let pollfds = "fds = (PollFd * 2)(PollFd(-1, POLLIN, 0), PollFd(3, POLLIN, 0))";
+    let mut cases: Vec<(&str, String, Vec<libc::c_long>, bool)> = vec![
+        (
+            "ppoll",
+            format!("{pollfds}\nlibc.ppoll(fds, 2, None, None)"),
+            vec![libc::SYS_ppoll],
+            true,
+        ),
+        (
+            "pselect6",
+            "libc.pselect(4, ctypes.byref(read_set), None, None, None, None)".into(),
+            vec![libc::SYS_pselect6],
+            true,
+        ),
+        (
+            "ppoll for output only",
+            "fds = (PollFd * 1)(PollFd(3, POLLOUT, 0))\nlibc.ppoll(fds, 1, None, None)".into(),
+            vec![libc::SYS_ppoll],
+            false,
+        ),
+    ];
+    #[cfg(target_arch = "x86_64")]
+    cases.extend([
+        (
+            "poll",
+            format!("{pollfds}\nlibc.syscall({}, fds, 2, -1)", libc::SYS_poll),
+            vec![libc::SYS_poll],
+            true,
+        ),
+        (
+            "select",
+            format!(
+                "libc.syscall({}, 4, ctypes.byref(read_set), None, None, None)",
+                libc::SYS_select
+            ),
+            vec![libc::SYS_select],
+            true,
+        ),
+    ]);
+    for (name, call, numbers, waits) in cases {
+        let served = Served::start(&[], &["python3", "-c", &blocked_in(&call)]);
+        served.gr.wait_stdout("calling");
+        wait_in_call(&served, &format!("python3 blocks in {name}"), &numbers);
+        if waits {
+            served.wait_until_waiting(served.group());
+        } else {
+            assert!(
+                !served.waits_now(served.group()),
+                "{name}: counted as waiting\n{}",
+                served.gr.output()
+            );
+        }
+        served.stop();
+    }
+}
