@@ -9,11 +9,16 @@
 //! once (a later reply to it is a no-op). Replies are written without blocking and with
 //! MSG_NOSIGNAL: a client that vanished must not raise SIGPIPE in graceful-run, which would
 //! take it for a signal to forward to the command.
+//!
+//! Any local user in the network namespace can connect to an abstract socket: peers are
+//! checked at accept, before anything is read, and refusals are logged at most once a
+//! second (with a count of the rest) so that nobody can flood graceful-run's log.
 
 use std::io;
 use std::os::fd::AsRawFd;
 use std::os::linux::net::SocketAddrExt;
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use nix::sys::socket::{MsgFlags, send};
 use tokio::net::{UnixListener, UnixStream};
@@ -26,6 +31,32 @@ use crate::{debug, warn};
 const MAX_CLIENTS: usize = 32;
 /// Requests are a few words.
 const MAX_REQUEST: usize = 256;
+
+/// At most one refusal is logged per this interval: any local user can connect to an
+/// abstract socket, and must not be able to flood graceful-run's log.
+const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Lets one line through per interval and counts the ones held back.
+#[derive(Debug, Default)]
+struct RateLimit {
+    last: Option<Instant>,
+    held_back: u64,
+}
+
+impl RateLimit {
+    /// `Some(lines held back since the last one)` when a line may be written now.
+    fn allow(&mut self, now: Instant, interval: Duration) -> Option<u64> {
+        if self
+            .last
+            .is_some_and(|last| now.saturating_duration_since(last) < interval)
+        {
+            self.held_back += 1;
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.held_back))
+    }
+}
 
 /// Identifies one connected client for [`Server::reply`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -131,6 +162,7 @@ pub struct Server {
     euid: u32,
     clients: Vec<Client>,
     next_id: u64,
+    refusals: RateLimit,
 }
 
 impl Server {
@@ -151,6 +183,7 @@ impl Server {
             euid: nix::unistd::geteuid().as_raw(),
             clients: Vec::new(),
             next_id: 0,
+            refusals: RateLimit::default(),
         })
     }
 
@@ -223,7 +256,14 @@ impl Server {
             json: false,
         };
         if let Some(why) = refusal {
-            warn!(Subject::NONE, "control: refused a client: {why}");
+            match self.refusals.allow(Instant::now(), REFUSAL_LOG_INTERVAL) {
+                Some(0) => warn!(Subject::NONE, "control: refused a client: {why}"),
+                Some(more) => warn!(
+                    Subject::NONE,
+                    "control: refused a client: {why} ({more} more refused before, not logged)"
+                ),
+                None => {}
+            }
             client.send(&protocol::refused_line(&why));
             return;
         }
@@ -333,6 +373,21 @@ mod tests {
         server.reply(id, &Reply::Done, true);
         server.reply(ClientId(999), &Reply::Accepted, false);
         assert_eq!(server.client_count(), 0);
+    }
+
+    #[test]
+    fn refusals_are_logged_once_a_second_with_a_count_of_the_rest() {
+        let mut limit = RateLimit::default();
+        let start = Instant::now();
+        let second = Duration::from_secs(1);
+        assert_eq!(limit.allow(start, second), Some(0));
+        assert_eq!(limit.allow(start + Duration::from_millis(10), second), None);
+        assert_eq!(
+            limit.allow(start + Duration::from_millis(999), second),
+            None
+        );
+        assert_eq!(limit.allow(start + second, second), Some(2));
+        assert_eq!(limit.allow(start + second * 3, second), Some(0));
     }
 
     #[tokio::test]
