@@ -610,3 +610,34 @@ fn every_poll_and_select_variant_is_seen() {
         served.stop();
     }
 }
+
+/// A server that daemonizes: its first process exits at once and the one that accepts is an
+/// orphan, re-parented to the subreaper (graceful-run, here the `waiting` example, which
+/// calls the detector as graceful-run does). It is found through the subreaper's children.
+#[test]
+fn a_daemonized_server_is_found_among_the_orphans() {
+    let script = "import os, socket, time\n\
+                  parent = os.getpid()\n\
+                  if os.fork() > 0:\n\
+                  \x20   os._exit(0)\n\
+                  while os.getppid() == parent:\n\
+                  \x20   time.sleep(0.001)\n\
+                  print('orphaned', flush=True)\n\
+                  listener = socket.socket(fileno=3)\n\
+                  while True:\n\
+                  \x20   listener.accept()[0].close()\n";
+    let output = crate::support::run_to_end({
+        let mut command = Command::new(crate::support::example("waiting"));
+        command.args(["--", "python3", "-c", script]);
+        command
+    });
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("orphaned\n"), "{stdout}");
+    assert!(stdout.contains("waiting after "), "{stdout}");
+}
