@@ -75,7 +75,15 @@ fn run(command: &[String]) -> i32 {
     let code = loop {
         match waiting_on(Scope::Group(leader), &[inode]) {
             Ok(found) if !found.is_empty() => {
-                println!("waiting after {} ms", started.elapsed().as_millis());
+                // CLOCK_MONOTONIC too, to compare with a server's own clock readings.
+                let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+                    .expect("the monotonic clock is readable");
+                println!(
+                    "waiting after {} ms (CLOCK_MONOTONIC {}.{:09})",
+                    started.elapsed().as_millis(),
+                    now.tv_sec(),
+                    now.tv_nsec()
+                );
                 break 0;
             }
             Ok(_) => {}
