@@ -12,9 +12,11 @@
 //! - `supervisor`: the one task that owns every process and decides everything
 //!   (`restart`: generations, readiness, backoff; `stop`: the stop sequence and leftovers;
 //!   `terminal`: job control).
+//! - `accepting`: which listeners a generation waits on, from /proc (`--ready accepting`).
 //! - `process`: facts from /proc and the terminal (descendants, leftovers, foreground).
 //! - `exit`: every exit status, decided in one place.
 //! - `log`: graceful-run's own lines on stderr, text or JSON, never blocking.
+//! - `control`: `graceful-run ctl` and the control socket it talks to.
 //! - `doc`: the reference sections shared by `--help` and the man page.
 //! - `pid_file`: `--pid-file`.
 //! - `random`: unpredictable names for files in shared directories.
@@ -23,6 +25,7 @@ pub mod accepting;
 pub mod child_env;
 pub mod cli;
 pub mod config;
+pub mod control;
 pub mod doc;
 pub mod exit;
 pub mod listen;

@@ -208,7 +208,7 @@ fn json_line(level: Level, subject: Subject, message: fmt::Arguments<'_>) -> Str
     line
 }
 
-fn push_json_escaped(out: &mut String, text: &str) {
+pub(crate) fn push_json_escaped(out: &mut String, text: &str) {
     for c in text.chars() {
         match c {
             '"' => out.push_str("\\\""),

@@ -3,7 +3,9 @@
 
 mod support;
 
+mod accepting;
 mod cli;
+mod control;
 mod ecosystem;
 mod exit_status;
 mod init;
