@@ -15,11 +15,12 @@ use graceful_run::{config, info};
 fn main() {
     ensure_standard_fds();
     let args: Vec<OsString> = std::env::args_os().collect();
-    // Other modes of the same binary dispatch here on their first word (e.g. an arm
-    // `Some(word) if word == "notify" => notify_main(&args[2..]),`); a program of that name
-    // then runs as `graceful-run -- notify`.
-    #[allow(clippy::match_single_binding)]
+    // Other modes of the same binary dispatch here on their first word, exactly; a program of
+    // that name runs as `graceful-run -- ctl`.
     let ending = match args.get(1).map(OsString::as_os_str) {
+        Some(word) if word == "ctl" => {
+            Ending::Exit(graceful_run::control::client::main(args[1..].to_vec()))
+        }
         _ => supervise(args),
     };
     exit::terminate(ending)

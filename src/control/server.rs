@@ -62,6 +62,17 @@ impl RateLimit {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct ClientId(u64);
 
+impl ClientId {
+    /// The number the supervisor's core knows the client by.
+    pub fn number(self) -> u64 {
+        self.0
+    }
+
+    pub fn from_number(number: u64) -> ClientId {
+        ClientId(number)
+    }
+}
+
 struct Client {
     id: ClientId,
     stream: UnixStream,

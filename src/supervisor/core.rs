@@ -372,6 +372,8 @@ pub struct GenerationView {
     /// Since when it has this role (for Serving: since it became ready).
     pub since: Instant,
     pub exited: Option<ChildExit>,
+    /// How it became ready, while it serves.
+    pub ready_by: Option<&'static str>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -448,6 +450,8 @@ enum State {
         generation: Gen,
         /// Since when it is ready.
         ready_since: Instant,
+        /// How it became ready ("READY=1", "accepting", ...), for `ctl status`.
+        ready_by: &'static str,
         incoming: Option<Starting>,
         queued: bool,
     },
@@ -642,7 +646,7 @@ impl Core {
     /// What runs now, for `graceful-run ctl status` and for tests.
     pub fn snapshot(&self) -> Snapshot {
         let mut generations = Vec::new();
-        let mut add = |g: Gen, role: Role, since: Instant| {
+        let mut add = |g: Gen, role: Role, since: Instant, ready_by: Option<&'static str>| {
             generations.push(GenerationView {
                 id: g.id,
                 pid: g.pid,
@@ -650,6 +654,7 @@ impl Core {
                 started: g.started,
                 since,
                 exited: g.exited,
+                ready_by,
             })
         };
         match self.state {
@@ -657,16 +662,18 @@ impl Core {
                 starting.generation,
                 Role::Starting,
                 starting.generation.started,
+                None,
             ),
             State::Serving {
                 generation,
                 ready_since,
+                ready_by,
                 incoming,
                 ..
             } => {
-                add(generation, Role::Serving, ready_since);
+                add(generation, Role::Serving, ready_since, Some(ready_by));
                 if let Some(s) = incoming {
-                    add(s.generation, Role::Incoming, s.generation.started);
+                    add(s.generation, Role::Incoming, s.generation.started, None);
                 }
             }
             State::Ending(Ending {
@@ -680,11 +687,11 @@ impl Core {
                         ..
                     },
                 ..
-            }) => add(serving, Role::Draining, serving.started),
+            }) => add(serving, Role::Draining, serving.started, None),
             _ => {}
         }
         for r in &self.retiring {
-            add(r.generation, Role::Stopping, r.generation.started);
+            add(r.generation, Role::Stopping, r.generation.started, None);
         }
         let phase = match self.state {
             State::Init => Phase::Starting,
@@ -1363,7 +1370,7 @@ impl Core {
         }
     }
 
-    fn on_ready(&mut self, now: Instant, id: GenId, how: &str) {
+    fn on_ready(&mut self, now: Instant, id: GenId, how: &'static str) {
         match self.state {
             State::Starting { starting, queued } if starting.generation.id == id => {
                 let generation = starting.generation;
@@ -1377,6 +1384,7 @@ impl Core {
                 self.state = State::Serving {
                     generation,
                     ready_since: now,
+                    ready_by: how,
                     incoming: None,
                     queued,
                 };
@@ -1413,6 +1421,7 @@ impl Core {
                 self.state = State::Serving {
                     generation,
                     ready_since: now,
+                    ready_by: how,
                     incoming: None,
                     queued,
                 };
@@ -1674,6 +1683,7 @@ impl Core {
                 ready_since,
                 incoming,
                 queued,
+                ..
             } if generation.pid == pid => {
                 let mut generation = generation;
                 generation.exited = Some(exit);

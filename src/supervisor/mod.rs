@@ -39,7 +39,7 @@ use crate::notify::{Message, NotifySocket, Upstream, monotonic_usec};
 use crate::signal::Signal;
 use crate::signal::receive::{Received, SignalReceiver};
 use crate::spawn::{self, Plan};
-use crate::{accepting, debug, error, process, reaper, warn};
+use crate::{accepting, control, debug, error, process, reaper, warn};
 
 /// What the supervisor is given at start.
 pub struct Setup<'a> {
@@ -76,6 +76,9 @@ pub struct Supervisor<'a> {
     core: Core,
     held: BTreeMap<GenId, Held>,
     timer: Option<Instant>,
+    /// `graceful-run ctl`'s socket; None when it could not be bound (the service runs on).
+    control: Option<control::Server>,
+    started: Instant,
     /// The inode and name of each stream listener, for `--ready accepting` and `auto`.
     stream_listeners: Vec<(u64, String)>,
     /// Holds the generations' NOTIFY_SOCKETs: made with the first one, removed when the
@@ -150,6 +153,17 @@ impl<'a> Supervisor<'a> {
             timer: None,
             notify_dir: None,
             stream_listeners,
+            control: match control::Server::bind() {
+                Ok(server) => Some(server),
+                Err(e) => {
+                    warn!(
+                        Subject::NONE,
+                        "graceful-run ctl will not reach this instance: cannot bind its socket: {e}"
+                    );
+                    None
+                }
+            },
+            started: Instant::now(),
         }
     }
 
@@ -165,15 +179,31 @@ impl<'a> Supervisor<'a> {
                 }
             }
             let held = &self.held;
+            let control = &mut self.control;
             let deadline = self.timer;
-            tokio::select! {
-                received = self.signals.next() => self.on_signal(received, &mut queue),
+            let wake = tokio::select! {
+                received = self.signals.next() => Wake::Signal(received),
                 (generation, message) = std::future::poll_fn(|cx| poll_notify(held, cx)) => {
+                    Wake::Notify(generation, message)
+                }
+                (client, request) = std::future::poll_fn(|cx| poll_control(control, cx)) => {
+                    Wake::Control(client, request)
+                }
+                () = sleep_until(deadline), if deadline.is_some() => Wake::Timer,
+            };
+            match wake {
+                Wake::Signal(received) => self.on_signal(received, &mut queue),
+                Wake::Notify(generation, message) => {
                     if let Some(event) = self.on_notify(generation, message) {
                         queue.push_back(event);
                     }
                 }
-                () = sleep_until(deadline), if deadline.is_some() => queue.push_back(Event::Timer),
+                Wake::Control(client, request) => {
+                    if let Some(event) = self.on_control(client, request) {
+                        queue.push_back(event);
+                    }
+                }
+                Wake::Timer => queue.push_back(Event::Timer),
             }
         };
         self.reclaim_terminal();
@@ -244,6 +274,71 @@ impl<'a> Supervisor<'a> {
             });
         }
         harvest.children_left
+    }
+
+    /// A request from `graceful-run ctl`: a status is answered here from the core's snapshot
+    /// (a read, no decision); a restart or a stop goes to the core.
+    fn on_control(
+        &mut self,
+        client: control::ClientId,
+        request: control::Request,
+    ) -> Option<Event> {
+        let command = match request {
+            control::Request::Status { .. } => {
+                let report = self.status_report();
+                if let Some(server) = &mut self.control {
+                    server.reply(client, &control::Reply::Status(report), true);
+                }
+                return None;
+            }
+            control::Request::Restart { wait } => core::Command::Restart { wait },
+            control::Request::Stop { wait } => core::Command::Stop { wait },
+        };
+        Some(Event::Control {
+            client: client.number(),
+            pid: None,
+            command,
+        })
+    }
+
+    fn status_report(&self) -> control::StatusReport {
+        let now = Instant::now();
+        let snapshot = self.core.snapshot();
+        let generations = snapshot
+            .generations
+            .iter()
+            .map(|g| control::GenerationStatus {
+                number: g.id,
+                pid: g.pid,
+                state: match g.role {
+                    core::Role::Starting | core::Role::Incoming => {
+                        control::GenerationState::Starting
+                    }
+                    core::Role::Serving | core::Role::Draining => control::GenerationState::Ready,
+                    core::Role::Stopping => control::GenerationState::Stopping,
+                },
+                in_state_for: now.saturating_duration_since(g.since),
+                ready_by: g.ready_by.map(str::to_string),
+            })
+            .collect();
+        let listeners = self
+            .listeners
+            .iter()
+            .enumerate()
+            .map(|(i, l)| control::ListenerStatus {
+                fd: 3 + i as i32,
+                address: l.bound.to_string(),
+                name: l.fd_name().to_string(),
+            })
+            .collect();
+        control::StatusReport {
+            pid: self.own_pid as u32,
+            uptime: now.saturating_duration_since(self.started),
+            generations,
+            listeners,
+            restarts: snapshot.restarts,
+            last_exit: snapshot.last_exit.map(|exit| exit.to_string()),
+        }
     }
 
     /// A datagram from a generation's NOTIFY_SOCKET; the socket already refused senders of
@@ -331,7 +426,20 @@ impl<'a> Supervisor<'a> {
             }
             Action::Upstream(text) => self.upstream_send(&text),
             Action::ArmTimer(deadline) => self.timer = deadline,
-            Action::Reply { .. } => {}
+            Action::Reply {
+                client,
+                answer,
+                last,
+            } => {
+                if let Some(server) = &mut self.control {
+                    let reply = match answer {
+                        core::Answer::Accepted => control::Reply::Accepted,
+                        core::Answer::Done => control::Reply::Done,
+                        core::Answer::Failed(why) => control::Reply::Failed(why),
+                    };
+                    server.reply(control::ClientId::from_number(client), &reply, last);
+                }
+            }
             Action::Exit(outcome) => return Some(outcome),
         }
         None
@@ -529,6 +637,24 @@ impl<'a> Supervisor<'a> {
         if let Err(e) = upstream.send(&text) {
             debug!(Subject::NONE, "cannot notify the supervisor: {}", e.desc());
         }
+    }
+}
+
+/// What woke the loop.
+enum Wake {
+    Signal(Received),
+    Notify(GenId, Message),
+    Control(control::ClientId, control::Request),
+    Timer,
+}
+
+fn poll_control(
+    control: &mut Option<control::Server>,
+    cx: &mut std::task::Context<'_>,
+) -> std::task::Poll<(control::ClientId, control::Request)> {
+    match control {
+        Some(server) => server.poll_request(cx),
+        None => std::task::Poll::Pending,
     }
 }
 
