@@ -624,4 +624,10 @@ socket-activation protocol (fds from 3, LISTEN_FDS, LISTEN_FDNAMES, and LISTEN_P
 command's own pid), forwards signals to it, stops it gracefully (stop signal, timeout, \
 SIGKILL), and on a restart signal starts a new generation on the same sockets and stops the \
 old one once the new one is ready: no connection is refused, and graceful-run's pid never \
-changes. As PID 1 in a container it reaps zombies and handles every signal itself.";
+changes. As PID 1 in a container it reaps zombies and handles every signal itself.
+
+`graceful-run ctl [--pid PID | --pid-file PATH] status [--json] | restart [--wait] | stop \
+[--wait]` talks to a running graceful-run (from a deploy script, another shell, or `docker exec \
+C graceful-run ctl --pid 1 ...`): `restart --wait` exits 0 once the new generation took over, \
+1 with the reason when it failed (the old one keeps serving), 2 at its --timeout. Only root \
+and graceful-run's own user may. A program named ctl runs as `graceful-run -- ctl`.";

@@ -530,6 +530,8 @@ enum Hook {
 struct Retiring {
     generation: Gen,
     stage: Retire,
+    /// Since when it is told to stop.
+    since: Instant,
     /// It held the serving role when the service ended: its exit is graceful-run's outcome.
     serving: bool,
     /// Its whole process group got the stop signal (not only its main process).
@@ -691,7 +693,7 @@ impl Core {
             _ => {}
         }
         for r in &self.retiring {
-            add(r.generation, Role::Stopping, r.generation.started, None);
+            add(r.generation, Role::Stopping, r.since, None);
         }
         let phase = match self.state {
             State::Init => Phase::Starting,
@@ -941,6 +943,7 @@ impl Core {
         if ending_forced || kill_at <= now {
             self.kill_gen(generation);
             self.retiring.push(Retiring {
+                since: now,
                 generation,
                 stage: Retire::Killed {
                     give_up_at: now + KILL_GRACE,
@@ -975,6 +978,7 @@ impl Core {
             }
         }
         self.retiring.push(Retiring {
+            since: now,
             generation,
             stage: Retire::Stopping { kill_at },
             serving,
@@ -1754,6 +1758,7 @@ impl Core {
         // once the group check says they exist.
         let kill_at = self.kill_deadline(now);
         self.retiring.push(Retiring {
+            since: now,
             generation,
             stage: Retire::Stopping { kill_at },
             serving: false,
@@ -2105,6 +2110,7 @@ impl Core {
                 "already received the stop signal from the terminal"
             );
             self.retiring.push(Retiring {
+                since: now,
                 generation,
                 stage: Retire::Stopping {
                     kill_at: ending.budget_end.max(now),
@@ -2181,6 +2187,7 @@ impl Core {
             );
             self.kill_gen(generation);
             self.retiring.push(Retiring {
+                since: now,
                 generation,
                 stage: Retire::Killed {
                     give_up_at: now + KILL_GRACE,
