@@ -188,7 +188,15 @@ fn text_line(level: Level, subject: Subject, message: fmt::Arguments<'_>) -> Str
         line.push_str(level.name());
         line.push_str(": ");
     }
+    let start = line.len();
     let _ = line.write_fmt(message);
+    // One line per message whatever it echoes (a command's path, a STATUS= from the command):
+    // control characters would split it or drive the terminal.
+    if line[start..].chars().any(char::is_control) {
+        let escaped = crate::config::escape_controls(&line[start..]).to_string();
+        line.truncate(start);
+        line.push_str(&escaped);
+    }
     line.push('\n');
     line
 }

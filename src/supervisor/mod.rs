@@ -347,7 +347,11 @@ impl<'a> Supervisor<'a> {
         let held = self.held.get(&generation)?;
         debug!(
             Subject::generation(generation, held.pid.as_raw()),
-            "notify from pid {:?}: {:?}", message.sender_pid, message.fields
+            "notify from {}: {:?}",
+            message
+                .sender_pid
+                .map_or("an unknown pid".to_string(), |pid| format!("pid {pid}")),
+            message.fields
         );
         Some(Event::Notify {
             generation,

@@ -11,7 +11,10 @@ use std::time::Duration;
 use nix::libc;
 
 use crate::support::http::{Load, Target};
-use crate::support::{DEADLINE, Gr, TempDir, code, graceful_run_bin, http_server, probe};
+use crate::support::{
+    DEADLINE, Gr, KillOnDrop, TempDir, code, graceful_run_bin, http_server, probe, sleep_marker,
+    sleepers,
+};
 
 /// Defect 9: GNU timeout sends TERM to its child, then to its own process group (which holds
 /// graceful-run): one request, not a second TERM that kills at once.
@@ -259,4 +262,25 @@ fn crash_restarts_after_serving_are_immediate() {
     assert!(report.failed() <= 4 * 4, "{report:?}\n{}", gr.output());
     gr.signal(libc::SIGTERM);
     gr.wait_exit();
+}
+
+/// Defect 6: a process re-parented to graceful-run only when the SIGKILL sweep killed its
+/// parent (both outside the command's process group, both ignoring TERM) used to be left
+/// alone, with graceful-run waiting for it forever. Now it gets SIGKILL too, and graceful-run
+/// ends within the stop timeout.
+#[test]
+fn orphans_revealed_by_the_kill_sweep_are_killed_too() {
+    let outer = sleep_marker();
+    let inner = sleep_marker();
+    let _cleanup = (KillOnDrop(outer.clone()), KillOnDrop(inner.clone()));
+    let script = format!(
+        r#"setsid sh -c 'trap "" TERM; (trap "" TERM; exec sleep {inner}) & exec sleep {outer}' & sleep 0.2; exit 0"#
+    );
+    let mut gr = Gr::start(&["--stop-timeout", "1s", "--", "sh", "-c", &script]);
+    let status = gr.wait_exit();
+    assert_eq!(code(status), Some(0), "{}", gr.output());
+    gr.wait_stderr("processes left behind did not stop in time: sending SIGKILL");
+    crate::support::poll_until("both sleeps are gone", || {
+        sleepers(&outer).is_empty() && sleepers(&inner).is_empty()
+    });
 }
