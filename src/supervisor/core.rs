@@ -626,6 +626,8 @@ impl Core {
             self.handle(now, event);
             // Deadlines that are already due are handled now, so that the timer is only ever
             // armed in the future.
+            // Bounded: each round moves a deadline on or ends the state that owns it; the bound
+            // only guards against a bug turning into a hang.
             for _ in 0..64 {
                 match self.deadline() {
                     Some(due) if due <= now && self.launching.is_none() => self.on_timer(now),
@@ -921,7 +923,6 @@ impl Core {
             }
             (Err(_), Purpose::Replace) => {
                 self.handover_failed(
-                    now,
                     id,
                     "the new generation could not be started",
                     Subject::NONE,
@@ -1040,7 +1041,7 @@ impl Core {
                             Subject::pid(pid),
                             "restart requested by the command itself ({signal})"
                         );
-                        self.request_restart(now);
+                        self.request_restart();
                     } else {
                         log!(
                             self,
@@ -1063,7 +1064,7 @@ impl Core {
                 && !(s == Signal::HUP && origin == Origin::Kernel) =>
             {
                 log!(self, Info, Subject::NONE, "{signal} received: restarting");
-                self.request_restart(now);
+                self.request_restart();
             }
             Signal::TERM | Signal::INT => {
                 let request = Request {
@@ -1172,7 +1173,7 @@ impl Core {
                         after: self.next_id - 1,
                     });
                 }
-                self.request_restart(now);
+                self.request_restart();
             }
             Command::Stop { wait } => {
                 self.reply(client, Answer::Accepted, !wait);
@@ -1233,7 +1234,7 @@ impl Core {
         }
     }
 
-    fn request_restart(&mut self, now: Instant) {
+    fn request_restart(&mut self) {
         match &mut self.state {
             State::Init | State::Done => {}
             State::Backoff { .. } => {
@@ -1243,7 +1244,7 @@ impl Core {
                     Subject::NONE,
                     "restart requested while the command is down: starting it now"
                 );
-                self.begin_reload(now);
+                self.begin_reload();
                 self.spawn(Purpose::Serve);
             }
             State::Starting { queued, .. } => {
@@ -1272,7 +1273,7 @@ impl Core {
                     );
                 }
             }
-            State::Serving { incoming: None, .. } => self.start_replacement(now),
+            State::Serving { incoming: None, .. } => self.start_replacement(),
             State::Ending(_) => {
                 log!(
                     self,
@@ -1284,8 +1285,7 @@ impl Core {
         }
     }
 
-    fn begin_reload(&mut self, now: Instant) {
-        let _ = now;
+    fn begin_reload(&mut self) {
         if !self.reloading {
             self.reloading = true;
             self.actions.push(Action::Upstream(String::from(RELOADING)));
@@ -1329,22 +1329,15 @@ impl Core {
         }
     }
 
-    fn start_replacement(&mut self, now: Instant) {
-        self.begin_reload(now);
+    fn start_replacement(&mut self) {
+        self.begin_reload();
         self.restarts.total += 1;
         self.spawn(Purpose::Replace);
     }
 
     /// A replacement failed; `subject` is it, `logged` when its failure line already said
     /// who keeps serving.
-    fn handover_failed(
-        &mut self,
-        now: Instant,
-        failed: GenId,
-        why: &str,
-        subject: Subject,
-        logged: bool,
-    ) {
+    fn handover_failed(&mut self, failed: GenId, why: &str, subject: Subject, logged: bool) {
         self.restart_failed(failed, why);
         if let State::Serving { generation, .. } = self.state
             && !logged
@@ -1358,10 +1351,10 @@ impl Core {
             );
         }
         self.end_reload(Some(why));
-        self.run_queued(now);
+        self.run_queued();
     }
 
-    fn run_queued(&mut self, now: Instant) {
+    fn run_queued(&mut self) {
         if let State::Serving {
             incoming: None,
             queued: queued @ true,
@@ -1370,7 +1363,7 @@ impl Core {
         {
             *queued = false;
             log!(self, Info, Subject::NONE, "running the queued restart");
-            self.start_replacement(now);
+            self.start_replacement();
         }
     }
 
@@ -1399,7 +1392,7 @@ impl Core {
                 }
                 self.end_reload(None);
                 self.restart_done(id);
-                self.run_queued(now);
+                self.run_queued();
             }
             State::Serving {
                 generation: old,
@@ -1433,7 +1426,7 @@ impl Core {
                 self.retire(now, old, mapping, false);
                 self.end_reload(None);
                 self.restart_done(id);
-                self.run_queued(now);
+                self.run_queued();
             }
             _ => {}
         }
@@ -1545,7 +1538,6 @@ impl Core {
                 let mapping = self.retire_mapping();
                 self.retire(now, generation, mapping, false);
                 self.handover_failed(
-                    now,
                     generation.id,
                     "the new generation was not ready in time",
                     generation.subject(),
@@ -1583,11 +1575,11 @@ impl Core {
             None => return,
             Some(Status::Ended(exit)) => self.on_exit(now, pid, exit),
         }
-        self.recheck(now);
+        self.recheck();
     }
 
     /// After any reap: a process group may have emptied, an orphan may have gone.
-    fn recheck(&mut self, _now: Instant) {
+    fn recheck(&mut self) {
         let checks: Vec<Gen> = self
             .retiring
             .iter()
@@ -1627,7 +1619,7 @@ impl Core {
                 self.last_end = Some(End::Exited(exit));
             }
             log!(self, Info, generation.subject(), "{exit}");
-            self.after_leader_exit(now, generation);
+            self.after_leader_exit(generation);
             return;
         }
         match self.state {
@@ -1675,7 +1667,6 @@ impl Core {
                 }
                 self.leader_gone(now, generation);
                 self.handover_failed(
-                    now,
                     generation.id,
                     &format!("the new generation {exit} before it was ready"),
                     generation.subject(),
@@ -1770,7 +1761,7 @@ impl Core {
         });
     }
 
-    fn after_leader_exit(&mut self, _now: Instant, generation: Gen) {
+    fn after_leader_exit(&mut self, generation: Gen) {
         if !self.settings.own_group() {
             self.drop_retiring(generation.id);
         } else {
@@ -2124,7 +2115,7 @@ impl Core {
     }
 
     /// Every generation has its stop signal: close the listeners and wait for them.
-    fn signal_stop(&mut self, _now: Instant) {
+    fn signal_stop(&mut self, now: Instant) {
         if let Some(Ending {
             stage: Stage::PreStop { serving, .. },
             ..
@@ -2132,7 +2123,7 @@ impl Core {
         {
             self.set_stage(Stage::Generations);
             if let Some(serving) = serving {
-                self.stop_in_role(_now, serving);
+                self.stop_in_role(now, serving);
             }
         }
         self.set_stage(Stage::Generations);
@@ -2252,7 +2243,7 @@ impl Core {
                 | Stage::LeftoversStopping { .. }
                 | Stage::LeftoversKilled { .. },
                 false,
-            ) => self.start_post_stop(now),
+            ) => self.start_post_stop(),
             (Stage::CheckingLeftovers, true) => {
                 let kill_at = if ending.forced {
                     now
@@ -2300,7 +2291,7 @@ impl Core {
         });
     }
 
-    fn start_post_stop(&mut self, now: Instant) {
+    fn start_post_stop(&mut self) {
         if self.settings.post_stop {
             self.set_stage(Stage::PostStop {
                 hook: Hook::Launching,
@@ -2315,11 +2306,11 @@ impl Core {
                 exit,
             });
         } else {
-            self.exit(now);
+            self.exit();
         }
     }
 
-    fn exit(&mut self, _now: Instant) {
+    fn exit(&mut self) {
         for waiter in std::mem::take(&mut self.waiters) {
             let client = match waiter {
                 Waiter::Restart { client, .. } | Waiter::Exit { client } => client,
@@ -2430,7 +2421,7 @@ impl Core {
     fn hook_done(&mut self, now: Instant, kind: HookKind) {
         match kind {
             HookKind::PreStop => self.signal_stop(now),
-            HookKind::PostStop => self.exit(now),
+            HookKind::PostStop => self.exit(),
         }
     }
 
@@ -2553,7 +2544,7 @@ impl Core {
                         Subject::NONE,
                         "leaving behind processes that did not die of SIGKILL"
                     );
-                    self.start_post_stop(now);
+                    self.start_post_stop();
                 }
                 _ => {}
             },
