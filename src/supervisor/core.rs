@@ -1200,38 +1200,30 @@ impl Core {
         });
     }
 
-    /// Generation `id` took over: the restarts it carries are done.
-    fn restart_done(&mut self, id: GenId) {
-        let done: Vec<u64> = self
+    /// Generation `id` took over (`Answer::Done`) or failed before it did: the restarts it
+    /// carries end with that answer.
+    fn answer_restarts(&mut self, id: GenId, answer: Answer) {
+        let carried = |w: &Waiter| matches!(*w, Waiter::Restart { after, .. } if id > after);
+        let clients: Vec<u64> = self
             .waiters
             .iter()
-            .filter_map(|w| match *w {
-                Waiter::Restart { client, after } if id > after => Some(client),
-                _ => None,
+            .filter(|w| carried(w))
+            .map(|w| match *w {
+                Waiter::Restart { client, .. } | Waiter::Exit { client } => client,
             })
             .collect();
-        self.waiters
-            .retain(|w| !matches!(*w, Waiter::Restart { after, .. } if id > after));
-        for client in done {
-            self.reply(client, Answer::Done, true);
+        self.waiters.retain(|w| !carried(w));
+        for client in clients {
+            self.reply(client, answer.clone(), true);
         }
     }
 
-    /// Generation `id` failed before it took over: the restarts it carries failed.
+    fn restart_done(&mut self, id: GenId) {
+        self.answer_restarts(id, Answer::Done);
+    }
+
     fn restart_failed(&mut self, id: GenId, why: &str) {
-        let failed: Vec<u64> = self
-            .waiters
-            .iter()
-            .filter_map(|w| match *w {
-                Waiter::Restart { client, after } if id > after => Some(client),
-                _ => None,
-            })
-            .collect();
-        self.waiters
-            .retain(|w| !matches!(*w, Waiter::Restart { after, .. } if id > after));
-        for client in failed {
-            self.reply(client, Answer::Failed(why.to_string()), true);
-        }
+        self.answer_restarts(id, Answer::Failed(why.to_string()));
     }
 
     fn request_restart(&mut self) {

@@ -7,7 +7,6 @@
 //! third-party server (gunicorn) restarted under load.
 
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::net::UnixDatagram;
 use std::process::Command;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -813,39 +812,12 @@ fn hanging_pre_stop_hook_is_killed() {
 
 // ----- the notify relay -----------------------------------------------------------------------
 
-/// A fake systemd notify socket (abstract), and the NOTIFY_SOCKET value naming it.
-fn fake_systemd() -> (UnixDatagram, String) {
-    use std::os::linux::net::SocketAddrExt;
-    let name = format!("gr-test-restart-systemd/{}", std::process::id());
-    let address =
-        std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).expect("the name fits");
-    let socket = UnixDatagram::bind_addr(&address).expect("the abstract name is free");
-    socket
-        .set_read_timeout(Some(DEADLINE))
-        .expect("a read timeout can be set");
-    (socket, format!("@{name}"))
-}
-
-/// The next notification that is not a relayed STATUS= line.
-fn next_state(socket: &UnixDatagram, gr: &Gr) -> String {
-    let mut buf = [0u8; 4096];
-    loop {
-        let n = socket
-            .recv(&mut buf)
-            .unwrap_or_else(|e| panic!("no notification ({e})\n{}", gr.output()));
-        let message = String::from_utf8_lossy(&buf[..n]).into_owned();
-        if !message.starts_with("STATUS=") {
-            return message;
-        }
-    }
-}
-
 /// When a restart fails (the new generation crashes), graceful-run still tells systemd READY=1
 /// after RELOADING=1, so that the reload ends instead of hanging.
 #[test]
 fn notify_relay_reports_ready_after_a_failed_restart() {
     let dir = TempDir::new("restart-relay");
-    let (systemd, address) = fake_systemd();
+    let (systemd, address) = crate::support::fake_systemd("restart");
     let mut command = Command::new(graceful_run_bin());
     command
         .args(["--ready", "notify", "-l", "127.0.0.1:0", "--"])
@@ -853,19 +825,19 @@ fn notify_relay_reports_ready_after_a_failed_restart() {
         .env("NOTIFY_SOCKET", &address);
     let mut gr = Gr::spawn(command);
     assert_eq!(
-        next_state(&systemd, &gr),
+        crate::support::next_state(&systemd, &gr),
         format!("READY=1\nMAINPID={}", gr.pid())
     );
     restart(&gr);
-    let reloading = next_state(&systemd, &gr);
+    let reloading = crate::support::next_state(&systemd, &gr);
     assert!(
         reloading.starts_with("RELOADING=1\nMONOTONIC_USEC="),
         "{reloading:?}"
     );
-    assert_eq!(next_state(&systemd, &gr), "READY=1");
+    assert_eq!(crate::support::next_state(&systemd, &gr), "READY=1");
     wait_gen(&gr, 2, "before it was ready; gen 1 keeps serving");
     gr.signal(libc::SIGTERM);
-    assert_eq!(next_state(&systemd, &gr), "STOPPING=1");
+    assert_eq!(crate::support::next_state(&systemd, &gr), "STOPPING=1");
     assert_eq!(code(gr.wait_exit()), Some(0), "{}", gr.output());
 }
 

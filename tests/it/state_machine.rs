@@ -4,7 +4,6 @@
 //! backoff as systemd sees it, a pre-fork server whose workers must hear only from their
 //! master, and crash restarts without a gap.
 
-use std::os::unix::net::UnixDatagram;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -110,36 +109,11 @@ fn serving_dies_during_a_restart_whose_new_generation_never_gets_ready() {
     gr.wait_stderr("not ready after 2s");
 }
 
-/// A datagram socket standing in for systemd's NOTIFY_SOCKET.
-fn fake_systemd(dir: &TempDir) -> (UnixDatagram, String) {
-    let path = dir.join("notify");
-    let socket = UnixDatagram::bind(&path).expect("the temp dir is writable");
-    socket
-        .set_read_timeout(Some(DEADLINE))
-        .expect("a read timeout can be set");
-    (socket, path.display().to_string())
-}
-
-/// The next state-changing notification (STATUS= lines are skipped).
-fn next_state(socket: &UnixDatagram, gr: &Gr) -> String {
-    let mut buf = [0u8; 4096];
-    loop {
-        let n = socket
-            .recv(&mut buf)
-            .unwrap_or_else(|e| panic!("no notification ({e})\n{}", gr.output()));
-        let message = String::from_utf8_lossy(&buf[..n]).into_owned();
-        if !message.starts_with("STATUS=") {
-            return message;
-        }
-    }
-}
-
 /// Defect 11: a restart signal while the command is in crash backoff starts it at once, and
 /// systemd hears RELOADING=1 then READY=1, so `systemctl reload` completes.
 #[test]
 fn reload_during_crash_backoff_completes_for_systemd() {
-    let dir = TempDir::new("sm-backoff");
-    let (systemd, address) = fake_systemd(&dir);
+    let (systemd, address) = crate::support::fake_systemd("backoff");
     let mut command = Command::new(graceful_run_bin());
     command
         .args([
@@ -156,18 +130,18 @@ fn reload_during_crash_backoff_completes_for_systemd() {
         .arg(http_server())
         .env("NOTIFY_SOCKET", &address);
     let mut gr = Gr::spawn(command);
-    assert!(next_state(&systemd, &gr).starts_with("READY=1\nMAINPID="));
+    assert!(crate::support::next_state(&systemd, &gr).starts_with("READY=1\nMAINPID="));
     // A crash right after becoming ready: it did not serve for --restart-delay, so it backs off.
     let gen1 = gr.generation_pid(1);
     // SAFETY: kill(2) with integer arguments.
     unsafe { libc::kill(gen1, libc::SIGKILL) };
     gr.wait_stderr("restarting in 30s");
     gr.signal(libc::SIGHUP);
-    assert!(next_state(&systemd, &gr).starts_with("RELOADING=1\nMONOTONIC_USEC="));
-    assert_eq!(next_state(&systemd, &gr), "READY=1");
+    assert!(crate::support::next_state(&systemd, &gr).starts_with("RELOADING=1\nMONOTONIC_USEC="));
+    assert_eq!(crate::support::next_state(&systemd, &gr), "READY=1");
     gr.wait_stderr("gen 2 (pid");
     gr.signal(libc::SIGTERM);
-    assert_eq!(next_state(&systemd, &gr), "STOPPING=1");
+    assert_eq!(crate::support::next_state(&systemd, &gr), "STOPPING=1");
     gr.wait_exit();
 }
 

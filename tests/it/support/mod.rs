@@ -458,3 +458,32 @@ impl Gr {
         }
     }
 }
+
+/// A fake systemd notify socket (abstract, named after `tag` and this test process), and the
+/// NOTIFY_SOCKET value naming it.
+pub fn fake_systemd(tag: &str) -> (std::os::unix::net::UnixDatagram, String) {
+    use std::os::linux::net::SocketAddrExt;
+    let name = format!("gr-test-{tag}-systemd/{}", std::process::id());
+    let address =
+        std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).expect("the name fits");
+    let socket =
+        std::os::unix::net::UnixDatagram::bind_addr(&address).expect("the abstract name is free");
+    socket
+        .set_read_timeout(Some(DEADLINE))
+        .expect("a read timeout can be set");
+    (socket, format!("@{name}"))
+}
+
+/// The next notification that is not a relayed STATUS= line.
+pub fn next_state(socket: &std::os::unix::net::UnixDatagram, gr: &Gr) -> String {
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = socket
+            .recv(&mut buf)
+            .unwrap_or_else(|e| panic!("no notification ({e})\n{}", gr.output()));
+        let message = String::from_utf8_lossy(&buf[..n]).into_owned();
+        if !message.starts_with("STATUS=") {
+            return message;
+        }
+    }
+}
