@@ -1,9 +1,9 @@
 //! The supervisor's decisions, as a pure state machine.
 //!
 //! [`Core::step`] takes the time and one [`Event`] and returns the [`Action`]s to carry out.
-//! It reads no clock, makes no syscall and spawns nothing: the executor (`executor.rs`) owns
-//! the processes, the sockets and the timer, and only translates between the world and this
-//! module. A test drives every transition here in microseconds (`tests.rs`, `proptest.rs`).
+//! It reads no clock, makes no syscall and spawns nothing: the executor (`supervisor/mod.rs`)
+//! owns the processes, the sockets and the timer, and only translates between the world and
+//! this module. A test drives every transition here in microseconds (`tests.rs`, `proptest.rs`).
 //!
 //! # The states
 //!
@@ -30,14 +30,21 @@
 //!   own readiness deadline. Two handovers never overlap: requests meanwhile are coalesced
 //!   into one that runs when the current one ends, so the newest code wins.
 //! - `Backoff`: the command exited and is restarted at `until`; the sockets stay open, so
-//!   clients wait in the backlog instead of being refused.
+//!   clients wait in the backlog instead of being refused. A generation that had served for
+//!   `--restart-delay` is restarted at once (no wait); one that failed before serving waits
+//!   `--restart-delay`, doubled per failure in a row up to [`BACKOFF_CAP`].
 //! - `Ending`: a stop was requested (TERM/INT), or the command ended for good. Its stages run in
 //!   order, and every stage has a deadline inside the stop budget, so a stop always reaches
 //!   the exit within drain delay + stop timeout + post-stop hook timeout + [`KILL_GRACE`].
 //!
+//! `Init` waits for [`Event::Start`]; `Done` follows [`Action::Exit`] and takes no more events.
+//!
 //! Generations told to stop (replaced ones, failed replacements, and everything once the
 //! service ends) are `retiring`: each owns its SIGKILL deadline, and leaves the list when its
-//! main process has exited and its process group is empty.
+//! main process has exited and its process group is empty. They live beside the state rather
+//! than in it because every state can have some (an old generation still finishing its
+//! requests while a crash restart backs off, say), and nothing about them depends on which.
+//! Likewise `graceful-run ctl` clients waiting for a restart's end or for the exit.
 //!
 //! # Who gets signals
 //!
