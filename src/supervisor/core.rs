@@ -74,6 +74,9 @@ use crate::signal::{Mapping, Signal, SignalMap};
 
 /// Crash-restart delays double up to this.
 pub const BACKOFF_CAP: Duration = Duration::from_secs(30);
+/// A generation ready for at most this long (or `--restart-delay` if shorter) counts as
+/// having served: it is restarted at once when it exits.
+pub const MAX_MIN_SERVED: Duration = Duration::from_secs(1);
 /// A generation ready for this long resets the count of crash restarts in a row.
 pub const STABLE_AFTER: Duration = Duration::from_secs(10);
 /// How long processes sent SIGKILL may take to be reaped before graceful-run gives up on them
@@ -562,6 +565,42 @@ enum End {
     NotReady,
 }
 
+/// Why a generation failed before it took over: for the log, `ctl restart --wait` and
+/// graceful-run's own supervisor (sd_notify STATUS= and ERRNO=).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Failure {
+    CannotStart,
+    Exited(ChildExit),
+    NotReady,
+}
+
+impl Failure {
+    fn why(self) -> String {
+        match self {
+            Failure::CannotStart => "the new generation could not be started".into(),
+            Failure::Exited(exit) => format!("the new generation {exit} before it was ready"),
+            Failure::NotReady => "the new generation was not ready in time".into(),
+        }
+    }
+
+    /// The errno-style code systemd shows as `Error:` in `systemctl status`.
+    fn errno(self) -> i32 {
+        match self {
+            Failure::CannotStart => nix::libc::ENOEXEC,
+            Failure::Exited(_) => nix::libc::ECHILD,
+            Failure::NotReady => nix::libc::ETIMEDOUT,
+        }
+    }
+
+    fn of(end: End) -> Failure {
+        match end {
+            End::Exited(exit) => Failure::Exited(exit),
+            End::SpawnFailed(_) => Failure::CannotStart,
+            End::NotReady => Failure::NotReady,
+        }
+    }
+}
+
 /// What a pending spawn is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Purpose {
@@ -929,15 +968,10 @@ impl Core {
                 }
             }
             (Err(_), Purpose::Replace) => {
-                self.handover_failed(
-                    id,
-                    "the new generation could not be started",
-                    Subject::NONE,
-                    false,
-                );
+                self.handover_failed(id, Failure::CannotStart, Subject::NONE, false);
             }
             (Err(code), Purpose::Serve) => {
-                self.restart_failed(id, "the command could not be started");
+                self.restart_failed(id, Failure::CannotStart);
                 self.service_ended(now, End::SpawnFailed(code), None);
             }
         }
@@ -1229,8 +1263,8 @@ impl Core {
         self.answer_restarts(id, Answer::Done);
     }
 
-    fn restart_failed(&mut self, id: GenId, why: &str) {
-        self.answer_restarts(id, Answer::Failed(why.to_string()));
+    fn restart_failed(&mut self, id: GenId, failure: Failure) {
+        self.answer_restarts(id, Answer::Failed(failure.why()));
     }
 
     fn request_restart(&mut self) {
@@ -1292,30 +1326,34 @@ impl Core {
     }
 
     /// A reload ended: tell graceful-run's supervisor, if it was told one began.
-    fn end_reload(&mut self, failure: Option<&str>) {
-        if !self.reloading {
-            if let Some(why) = failure {
-                self.upstream(format!("STATUS=restart failed: {why}"));
-            }
-            return;
-        }
-        self.reloading = false;
-        let serving = self.serving_gen().is_some_and(
-            |g| matches!(self.state, State::Serving { generation, .. } if generation.id == g.id),
-        );
+    /// A restart ended. systemd's Type=notify-reload waits for READY=1 after RELOADING=1 and
+    /// has no message that fails a reload (READY=1 ends it, whatever comes with it); so a
+    /// failure is told in STATUS= and ERRNO=, which `systemctl status` shows, and ERRNO=0 on the
+    /// next success clears it. READY=1 is sent only while a generation serves: a failed reload
+    /// with nothing serving (from a crash backoff) stays open until one is up again, or until
+    /// systemd's own timeout fails it.
+    fn end_reload(&mut self, failure: Option<Failure>) {
+        let serving = matches!(self.state, State::Serving { .. });
         match failure {
-            None => {
-                self.upstream("READY=1");
+            None if self.reloading => {
+                self.reloading = false;
+                self.upstream("READY=1\nERRNO=0");
                 self.upstream(format!("STATUS={}", self.status_line()));
             }
-            // Something still serves: the reload is over, with the old code.
-            Some(why) if serving => {
-                self.upstream("READY=1");
-                self.upstream(format!("STATUS=restart failed: {why}"));
+            None => {}
+            Some(failure) => {
+                let status = format!(
+                    "STATUS=restart failed: {}\nERRNO={}",
+                    failure.why(),
+                    failure.errno()
+                );
+                if self.reloading && serving {
+                    self.reloading = false;
+                    self.upstream(format!("READY=1\n{status}"));
+                } else {
+                    self.upstream(status);
+                }
             }
-            // Nothing serves: READY=1 would be a lie. systemd ends the reload when the
-            // service comes up again, or fails it at its timeout.
-            Some(why) => self.upstream(format!("STATUS=restart failed: {why}")),
         }
     }
 
@@ -1336,8 +1374,8 @@ impl Core {
 
     /// A replacement failed; `subject` is it, `logged` when its failure line already said
     /// who keeps serving.
-    fn handover_failed(&mut self, failed: GenId, why: &str, subject: Subject, logged: bool) {
-        self.restart_failed(failed, why);
+    fn handover_failed(&mut self, failed: GenId, failure: Failure, subject: Subject, logged: bool) {
+        self.restart_failed(failed, failure);
         if let State::Serving { generation, .. } = self.state
             && !logged
         {
@@ -1349,7 +1387,7 @@ impl Core {
                 generation.id
             );
         }
-        self.end_reload(Some(why));
+        self.end_reload(Some(failure));
         self.run_queued();
     }
 
@@ -1538,7 +1576,7 @@ impl Core {
                 self.retire(now, generation, mapping, false);
                 self.handover_failed(
                     generation.id,
-                    "the new generation was not ready in time",
+                    Failure::NotReady,
                     generation.subject(),
                     false,
                 );
@@ -1548,7 +1586,7 @@ impl Core {
                 self.state = State::Backoff { until: now };
                 let mapping = self.retire_mapping();
                 self.retire(now, generation, mapping, false);
-                self.restart_failed(generation.id, "the new generation was not ready in time");
+                self.restart_failed(generation.id, Failure::NotReady);
                 self.service_ended(now, End::NotReady, None);
             }
             _ => {}
@@ -1637,10 +1675,7 @@ impl Core {
                 }
                 self.state = State::Backoff { until: now };
                 self.leader_gone(now, generation);
-                self.restart_failed(
-                    generation.id,
-                    &format!("the new generation {exit} before it was ready"),
-                );
+                self.restart_failed(generation.id, Failure::Exited(exit));
                 self.service_ended(now, End::Exited(exit), None);
             }
             State::Serving {
@@ -1667,7 +1702,7 @@ impl Core {
                 self.leader_gone(now, generation);
                 self.handover_failed(
                     generation.id,
-                    &format!("the new generation {exit} before it was ready"),
+                    Failure::Exited(exit),
                     generation.subject(),
                     true,
                 );
@@ -1852,7 +1887,7 @@ impl Core {
             RestartPolicy::Always => true,
         };
         if self.reloading {
-            self.end_reload(Some("the command exited"));
+            self.end_reload(Some(Failure::of(end)));
         }
         if !restart {
             self.end_service(now);
@@ -1878,7 +1913,7 @@ impl Core {
         self.restarts.total += 1;
         // A generation that served is replaced at once: a crash under load must not leave the
         // sockets unserved. Only generations that fail before serving back off.
-        let delay = if served.is_some_and(|s| s >= self.settings.restart_delay) {
+        let delay = if served.is_some_and(|s| s >= self.min_served()) {
             self.restarts.failures = 0;
             Duration::ZERO
         } else {
@@ -1909,6 +1944,13 @@ impl Core {
             );
             self.state = State::Backoff { until: now + delay };
         }
+    }
+
+    /// How long a generation must have been ready to count as having served: it is then
+    /// restarted at once. `--restart-delay`, at most 1 s (a long delay asked for failing
+    /// starts must not hold back the replacement of a server that ran for minutes).
+    fn min_served(&self) -> Duration {
+        self.settings.restart_delay.min(MAX_MIN_SERVED)
     }
 
     /// The command ended for good without a stop request: stop what is left, then finish.

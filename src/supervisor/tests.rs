@@ -240,7 +240,7 @@ fn handover_stops_the_old_main_process_once_the_new_one_is_ready() {
             (leader(1, 100), Signal::CONT)
         ]
     );
-    assert_eq!(upstream(&actions), ["READY=1"]);
+    assert_eq!(upstream(&actions), ["READY=1\nERRNO=0"]);
     let snapshot = run.core.snapshot();
     assert_eq!(snapshot.phase, Phase::Serving);
     assert_eq!(snapshot.generations[0].id, 2);
@@ -346,7 +346,7 @@ fn restart_during_backoff_is_a_reload_for_systemd() {
         result: Ok(200),
     });
     let actions = run.ready(2);
-    assert_eq!(upstream(&actions), ["READY=1"]);
+    assert_eq!(upstream(&actions), ["READY=1\nERRNO=0"]);
 }
 
 /// Defect 11: a failed reload while the old generation serves ends the reload (READY=1, as
@@ -363,8 +363,13 @@ fn failed_reload_is_reported_in_status() {
             _ => None,
         })
         .collect();
-    assert_eq!(all[0], "READY=1");
-    assert!(all[1].starts_with("STATUS=restart failed"), "{all:?}");
+    assert_eq!(all.len(), 1, "{all:?}");
+    assert!(
+        all[0]
+            .starts_with("READY=1\nSTATUS=restart failed: the new generation exited with status 3"),
+        "{all:?}"
+    );
+    assert!(all[0].ends_with("\nERRNO=10"), "ECHILD: {all:?}");
 }
 
 /// Defect 16: READY=1 is never sent when nothing serves.

@@ -834,7 +834,7 @@ fn notify_relay_reports_ready_after_a_failed_restart() {
         reloading.starts_with("RELOADING=1\nMONOTONIC_USEC="),
         "{reloading:?}"
     );
-    assert_eq!(crate::support::next_state(&systemd, &gr), "READY=1");
+    assert!(crate::support::next_state(&systemd, &gr).starts_with("READY=1\n"));
     wait_gen(&gr, 2, "before it was ready; gen 1 keeps serving");
     gr.signal(libc::SIGTERM);
     assert_eq!(crate::support::next_state(&systemd, &gr), "STOPPING=1");

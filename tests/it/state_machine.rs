@@ -138,7 +138,7 @@ fn reload_during_crash_backoff_completes_for_systemd() {
     gr.wait_stderr("restarting in 30s");
     gr.signal(libc::SIGHUP);
     assert!(crate::support::next_state(&systemd, &gr).starts_with("RELOADING=1\nMONOTONIC_USEC="));
-    assert_eq!(crate::support::next_state(&systemd, &gr), "READY=1");
+    assert!(crate::support::next_state(&systemd, &gr).starts_with("READY=1\n"));
     gr.wait_stderr("gen 2 (pid");
     gr.signal(libc::SIGTERM);
     assert_eq!(crate::support::next_state(&systemd, &gr), "STOPPING=1");
