@@ -627,7 +627,9 @@ impl Worker {
     /// enters accept4() is lost: so the signal is repeated until the thread has exited. (It
     /// is harmless anywhere else: every blocking call here goes on after EINTR.)
     fn stop(self) {
-        let pthread = self.thread.as_pthread_t();
+        // std hands out the id as an integer; libc's pthread_t is an integer on glibc but a
+        // pointer on musl, so convert to whatever this libc uses.
+        let pthread = self.thread.as_pthread_t() as libc::pthread_t;
         loop {
             // SAFETY: the thread has not been joined yet, so its pthread_t is valid even if it
             // has already exited. Only the no-op handler runs.
