@@ -109,6 +109,11 @@ impl NotifyDir {
         );
         for base in candidates {
             if !usable_base(&base, owner) {
+                crate::debug!(
+                    crate::log::Subject::NONE,
+                    "NOTIFY_SOCKET: {} is not usable",
+                    base.display()
+                );
                 continue;
             }
             match create_private(&base, owner) {
@@ -150,18 +155,7 @@ impl NotifyDir {
             // The directory belongs to --user: so does the socket, which it must write to.
             std::os::unix::fs::lchown(&socket.0, Some(dir_meta.uid()), Some(dir_meta.gid()))?;
         }
-        setsockopt(&fd, sockopt::PassCred, &true)?;
-        // SAFETY: `fd` is an open socket that the AsyncFd owns from here on, so it stays open
-        // and names the same socket for the AsyncFd's whole life.
-        let fd = unsafe { AsyncFd::register(fd) }.map_err(|e| e.into_parts().1)?;
-        Ok(NotifySocket {
-            fd,
-            address,
-            generation,
-            allowed_uids: allowed_uids.to_vec(),
-            warnings: Mutex::new(Warnings::default()),
-            _file: socket,
-        })
+        NotifySocket::open(fd, address, generation, allowed_uids, Some(socket))
     }
 }
 
@@ -331,10 +325,53 @@ pub struct NotifySocket {
     allowed_uids: Vec<u32>,
     /// Behind a lock because `poll_message` takes `&self`; never contended (one task).
     warnings: Mutex<Warnings>,
-    _file: SocketFile,
+    /// The socket's file, removed with it (None for an abstract socket).
+    _file: Option<SocketFile>,
 }
 
 impl NotifySocket {
+    /// A socket in the abstract namespace, for when no private directory can be had (a
+    /// read-only root without a writable /tmp; --user without CAP_CHOWN to hand it the
+    /// directory): it needs no file system, and any local user could send to it, so the uid
+    /// filter is all that keeps strangers out. Some sd_notify clients do not understand the
+    /// `@` form (Debian's ruby sd_notify): the directory is preferred for them.
+    pub fn bind_abstract(generation: u64, allowed_uids: &[u32]) -> io::Result<NotifySocket> {
+        let name = format!(
+            "graceful-run/notify/{}/{generation}/{}",
+            std::process::id(),
+            crate::random::token()
+        );
+        let fd = socket(
+            AddressFamily::Unix,
+            SockType::Datagram,
+            SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+            None,
+        )?;
+        bind(fd.as_raw_fd(), &UnixAddr::new_abstract(name.as_bytes())?)?;
+        NotifySocket::open(fd, format!("@{name}"), generation, allowed_uids, None)
+    }
+
+    fn open(
+        fd: OwnedFd,
+        address: String,
+        generation: u64,
+        allowed_uids: &[u32],
+        file: Option<SocketFile>,
+    ) -> io::Result<NotifySocket> {
+        setsockopt(&fd, sockopt::PassCred, &true)?;
+        // SAFETY: `fd` is an open socket that the AsyncFd owns from here on, so it stays open
+        // and names the same socket for the AsyncFd's whole life.
+        let fd = unsafe { AsyncFd::register(fd) }.map_err(|e| e.into_parts().1)?;
+        Ok(NotifySocket {
+            fd,
+            address,
+            generation,
+            allowed_uids: allowed_uids.to_vec(),
+            warnings: Mutex::new(Warnings::default()),
+            _file: file,
+        })
+    }
+
     /// The NOTIFY_SOCKET value for the child: the socket's path.
     pub fn address(&self) -> &str {
         &self.address

@@ -983,6 +983,17 @@ impl Core {
         let kill_at = self.kill_deadline(now);
         let ending_forced = matches!(self.state, State::Ending(e) if e.forced);
         if ending_forced || kill_at <= now {
+            let why = if ending_forced {
+                "forced stop"
+            } else {
+                "the stop budget is spent"
+            };
+            log!(
+                self,
+                Warn,
+                generation.subject(),
+                "{why}: sending SIGKILL to its process group"
+            );
             self.kill_gen(generation);
             self.retiring.push(Retiring {
                 since: now,

@@ -84,6 +84,8 @@ pub struct Supervisor<'a> {
     /// Holds the generations' NOTIFY_SOCKETs: made with the first one, removed when the
     /// supervisor is dropped. After `held`, so that the sockets go first.
     notify_dir: Option<crate::notify::NotifyDir>,
+    /// No private directory could be made: generations get abstract sockets.
+    notify_abstract: bool,
 }
 
 /// The core's view of the configuration.
@@ -152,6 +154,7 @@ impl<'a> Supervisor<'a> {
             held: BTreeMap::new(),
             timer: None,
             notify_dir: None,
+            notify_abstract: false,
             stream_listeners,
             control: match control::Server::bind() {
                 Ok(server) => Some(server),
@@ -465,7 +468,18 @@ impl<'a> Supervisor<'a> {
             warn!(Subject::NONE, "cannot reset O_NONBLOCK on the sockets: {e}");
         }
         let notify = match self.cfg.ready {
-            Ready::Notify | Ready::Auto => match self.bind_notify(generation) {
+            Ready::Auto => match self.bind_notify(generation) {
+                Ok(socket) => Some(socket),
+                Err(e) => {
+                    // Readiness is still seen when it waits on its sockets.
+                    warn!(
+                        Subject::NONE,
+                        "gen {generation}: no NOTIFY_SOCKET ({e}): READY=1 cannot be heard"
+                    );
+                    None
+                }
+            },
+            Ready::Notify => match self.bind_notify(generation) {
                 Ok(socket) => Some(socket),
                 Err(e) => {
                     error!(
@@ -515,16 +529,28 @@ impl<'a> Supervisor<'a> {
 
     /// A NOTIFY_SOCKET for `generation`, in the private directory made with the first one.
     /// Only root, graceful-run's own user and --user's may send to it.
+    /// Falls back to an abstract socket for good when the directory cannot be made.
     fn bind_notify(&mut self, generation: GenId) -> std::io::Result<NotifySocket> {
-        let dir = match &mut self.notify_dir {
-            Some(dir) => dir,
-            dir @ None => dir.insert(crate::notify::NotifyDir::create(self.cfg.user.as_ref())?),
-        };
         let allowed: Vec<u32> = [0, nix::unistd::geteuid().as_raw()]
             .into_iter()
             .chain(self.cfg.user.as_ref().map(|u| u.uid))
             .collect();
-        dir.bind(generation, &allowed)
+        if self.notify_dir.is_none() && !self.notify_abstract {
+            match crate::notify::NotifyDir::create(self.cfg.user.as_ref()) {
+                Ok(dir) => self.notify_dir = Some(dir),
+                Err(e) => {
+                    crate::info!(
+                        Subject::NONE,
+                        "NOTIFY_SOCKET in the abstract namespace: no private directory ({e})"
+                    );
+                    self.notify_abstract = true;
+                }
+            }
+        }
+        match &self.notify_dir {
+            Some(dir) => dir.bind(generation, &allowed),
+            None => NotifySocket::bind_abstract(generation, &allowed),
+        }
     }
 
     fn start_hook(
