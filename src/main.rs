@@ -4,8 +4,16 @@ use std::io::Write;
 
 use graceful_run::{config, exit};
 
+mod notify_cmd;
+
 fn main() {
     ensure_standard_fds();
+    // `graceful-run notify ...` is a mode of its own; `graceful-run -- notify` runs a command.
+    if std::env::args_os().nth(1).is_some_and(|a| a == "notify") {
+        exit::terminate(exit::Ending::Exit(notify_cmd::main(
+            std::env::args_os().skip(2),
+        )));
+    }
     let config = match config::parse(std::env::args_os()) {
         Ok(config) => config,
         Err(config::Stop::Info(text)) => {
