@@ -7,6 +7,8 @@ mod cli;
 mod ecosystem;
 mod exit_status;
 mod init;
+mod languages;
+mod notify_cmd;
 mod restart;
 mod signals;
 mod smoke;
