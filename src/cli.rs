@@ -418,9 +418,9 @@ SIGKILL), and on a restart signal starts a new generation on the same sockets an
 old one once the new one is ready: no connection is refused, and graceful-run's pid never \
 changes. As PID 1 in a container it reaps zombies and handles every signal itself.
 
-`graceful-run notify [--ready] [--reloading] [--stopping] [--status TEXT] [--pid PID] \
-[VAR=VALUE...]` (only as the first argument) sends sd_notify messages to $NOTIFY_SOCKET, as \
-systemd-notify does: a server that cannot send a unix datagram (a shell script, Node.js) runs \
-`graceful-run notify --ready` to mark its generation ready under `--ready notify`. It exits 0 \
-when sent, 1 when NOTIFY_SOCKET is unset or the send fails. `graceful-run -- notify` runs a \
-command named notify.";
+graceful-run notify [--ready] [--reloading] [--stopping] [--status TEXT] [--pid PID] \
+[VAR=VALUE...], with notify as the first argument, sends sd_notify messages to $NOTIFY_SOCKET \
+as systemd-notify does: a server that cannot send a unix datagram (a shell script, Node.js) \
+runs \"graceful-run notify --ready\" to mark its generation ready under --ready notify. It \
+exits 0 when sent, 1 when NOTIFY_SOCKET is unset or the send fails. \"graceful-run -- notify\" \
+runs a command named notify.";
