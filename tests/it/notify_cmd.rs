@@ -145,13 +145,15 @@ fn marks_the_generation_ready() {
             l.contains("gen 1 (") && l.contains("ready after")
         })
         .unwrap_or_else(|| panic!("gen 1 was never ready\n{}", gr.output()));
+    // Gen 1's shell reports before the restart, which will stop it.
+    gr.wait_stdout("sent");
     gr.signal(libc::SIGHUP);
     gr.stderr
         .wait_for(DEADLINE, |l| {
             l.contains("gen 2 (") && l.contains("takes over from gen 1")
         })
         .unwrap_or_else(|| panic!("gen 2 never took over\n{}", gr.output()));
-    // Both generations' helpers sent (the second one's echo may lag behind the handover).
+    // Gen 2's report may lag behind the handover.
     gr.poll("both helpers report", || {
         (gr.stdout.count(|l| l == "sent") == 2).then_some(())
     });
