@@ -10,6 +10,7 @@ restarts under each supervisor, with a bounded loopback load:
 
     python3 bench/keepalive.py [--restarts 10] [--clients 4] [--graceful-run PATH]
 
+uvicorn (examples/python/uvicorn_server.py) is measured too when this python3 has it.
 Each client keeps one connection open and sends GET / back to back; a failed request is
 counted (not retried) and the client reconnects. Needs go, node, and start_server
 (apt-get install golang-go nodejs libserver-starter-perl).
@@ -120,17 +121,23 @@ def main():
                    cwd=os.path.join(ROOT, "examples/go"), env={**os.environ, "GOPROXY": "off"})
     env_path = os.path.dirname(os.path.abspath(args.graceful_run)) + ":" + os.environ["PATH"]
     os.environ["PATH"] = env_path  # the Node example runs `graceful-run notify`
+    # (command, --ready): uvicorn sends no READY=1; 1 s matches Server::Starter's interval.
     servers = {
-        "go net/http": [go_server],
-        "node http": ["node", os.path.join(ROOT, "examples/node/server.js")],
+        "go net/http": ([go_server], "notify"),
+        "node http": (["node", os.path.join(ROOT, "examples/node/server.js")], "notify"),
     }
+    try:
+        import uvicorn  # noqa: F401  (run this script with a python3 that has it)
+        servers["uvicorn"] = ([sys.executable, os.path.join(ROOT, "examples/python/uvicorn_server.py")], "1s")
+    except ImportError:
+        print("uvicorn is not installed for this python3: skipping it")
     print(f"{args.clients} keep-alive clients, {args.restarts} restarts, {args.pace}s apart\n")
     print(f"{'server':12} {'supervisor':16} {'requests':>9} {'failed':>7} {'connections':>12}  failures")
-    for name, command in servers.items():
+    for name, (command, ready) in servers.items():
         for supervisor in ("graceful-run", "Server::Starter"):
             port = free_port()
             if supervisor == "graceful-run":
-                argv = [args.graceful_run, "-q", "-l", f"127.0.0.1:{port}", "--ready", "notify",
+                argv = [args.graceful_run, "-q", "-l", f"127.0.0.1:{port}", "--ready", ready,
                         "--", *command]
             else:
                 # start_server passes the socket as fd 4 (SERVER_STARTER_PORT); the examples
