@@ -38,6 +38,9 @@ func main() {
 		fmt.Fprintf(w, "slow response from pid %s after %d ms\n", pid, ms)
 	})
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	// Catch the stop signals before saying READY=1: from then on a TERM can come at any time.
+	quit := make(chan os.Signal, 1)
+	signal.Notify(quit, syscall.SIGTERM, syscall.SIGINT)
 	go func() {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			log.Fatalf("serve: %v", err)
@@ -48,8 +51,6 @@ func main() {
 		log.Printf("sd_notify: %v", err)
 	}
 
-	quit := make(chan os.Signal, 1)
-	signal.Notify(quit, syscall.SIGTERM, syscall.SIGINT)
 	<-quit
 	// Shutdown closes our listener fd (never shutdown(2): the next generation shares the
 	// socket), closes idle keep-alive connections, and waits for active ones.

@@ -28,12 +28,13 @@ async fn main() -> std::io::Result<()> {
     // every generation of this server sets it too. Never toggle it, never shutdown(2) it.
     listener.set_nonblocking(true)?;
     let listener = TcpListener::from_std(listener)?;
-    sd_notify("READY=1");
-
+    // Catch the stop signals before saying READY=1: from then on a TERM can come at any time.
     let (mut term, mut int) = (
         signal(SignalKind::terminate())?,
         signal(SignalKind::interrupt())?,
     );
+    sd_notify("READY=1");
+
     let mut connections = tokio::task::JoinSet::new();
     loop {
         tokio::select! {

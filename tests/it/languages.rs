@@ -214,20 +214,9 @@ fn strings(words: &[&str]) -> Vec<String> {
     words.iter().map(|w| w.to_string()).collect()
 }
 
-// ----- one test per example ------------------------------------------------------------------
-
-/// examples/go: net/http, listener from fd 3, READY=1 sent itself, Shutdown on TERM.
-#[test]
-fn go_net_http() {
-    if !prerequisite(
-        "go_net_http",
-        &["go", "version"],
-        "Go (apt-get install golang-go)",
-    ) {
-        return;
-    }
-    // Built into cargo's per-target temp dir: an incremental rebuild is quick, and
-    // GOPROXY=off proves it needs no module download.
+/// Builds examples/go into cargo's per-target temp dir (an incremental rebuild is quick);
+/// GOPROXY=off proves it needs no module download.
+fn build_go() -> PathBuf {
     let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("go-example");
     let binary = out.join("server");
     let output = Command::new("go")
@@ -245,6 +234,22 @@ fn go_net_http() {
         "go build failed: {}",
         String::from_utf8_lossy(&output.stderr)
     );
+    binary
+}
+
+// ----- one test per example ------------------------------------------------------------------
+
+/// examples/go: net/http, listener from fd 3, READY=1 sent itself, Shutdown on TERM.
+#[test]
+fn go_net_http() {
+    if !prerequisite(
+        "go_net_http",
+        &["go", "version"],
+        "Go (apt-get install golang-go)",
+    ) {
+        return;
+    }
+    let binary = build_go();
     serves_restarts_and_stops(&["--ready", "notify"], vec![binary.display().to_string()]);
 }
 
@@ -355,5 +360,56 @@ fn skipping_is_decided_in_one_place() {
             result.is_err(),
             "{REQUIRE} is set, yet a missing tool was skipped"
         );
+    }
+}
+
+// ----- READY=1 to a plain path ---------------------------------------------------------------
+
+/// The examples that send READY=1 themselves also reach a NOTIFY_SOCKET that is a filesystem
+/// path (graceful-run's own is `@abstract` today; it is moving to paths). graceful-run gives
+/// them fd 3 (`--ready 1s`, so it sets no NOTIFY_SOCKET of its own) and `env` sets the path.
+#[test]
+fn examples_notify_a_plain_path() {
+    let mut servers: Vec<(&str, Vec<String>)> = vec![
+        (
+            "python",
+            strings(&["python3", &example_file("python/server.py")]),
+        ),
+        (
+            "rust",
+            vec![
+                crate::support::example("tokio-server")
+                    .display()
+                    .to_string(),
+            ],
+        ),
+    ];
+    if prerequisite("examples_notify_a_plain_path", &["go", "version"], "Go") {
+        servers.push(("go", vec![build_go().display().to_string()]));
+    }
+    if prerequisite(
+        "examples_notify_a_plain_path",
+        &["node", "--version"],
+        "Node.js",
+    ) {
+        servers.push(("node", strings(&["node", &example_file("node/server.js")])));
+    }
+    for (name, command) in servers {
+        let dir = crate::support::TempDir::new("lang-notify-path");
+        let path = dir.join("notify.sock");
+        let socket = std::os::unix::net::UnixDatagram::bind(&path).expect("the dir is writable");
+        socket
+            .set_read_timeout(Some(DEADLINE))
+            .expect("a read timeout can be set");
+        let mut with_env = strings(&["env", &format!("NOTIFY_SOCKET={}", path.display())]);
+        with_env.extend(command);
+        let mut gr = start(&["--ready", "1s"], &with_env);
+        let mut buf = [0u8; 4096];
+        let n = socket
+            .recv(&mut buf)
+            .unwrap_or_else(|e| panic!("{name}: no READY=1 ({e})\n{}", gr.output()));
+        assert_eq!(&buf[..n], b"READY=1", "{name}\n{}", gr.output());
+        gr.signal(libc::SIGTERM);
+        assert_eq!(code(gr.wait_exit()), Some(0), "{name}\n{}", gr.output());
     }
 }
