@@ -1,10 +1,6 @@
 # puma settings for graceful-run: serve exactly the sockets in LISTEN_FDS (no `bind` here).
 bind_to_activated_sockets 'only'
 threads 4, 8
-# Hand each accepted connection straight to a thread, which reads its request. With the
-# default (true) a connection whose request has not arrived yet waits in puma's reactor, and
-# a stop closes it unanswered: under a restart with load, a client now and then sees that.
-queue_requests false
 # On TERM puma stops accepting and finishes the requests in flight; then exit 0 rather than
 # re-raise SIGTERM (which would make the exit status "killed by SIGTERM").
 raise_exception_on_sigterm false
