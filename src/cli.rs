@@ -630,4 +630,12 @@ changes. As PID 1 in a container it reaps zombies and handles every signal itsel
 [--wait]` talks to a running graceful-run (from a deploy script, another shell, or `docker exec \
 C graceful-run ctl --pid 1 ...`): `restart --wait` exits 0 once the new generation took over, \
 1 with the reason when it failed (the old one keeps serving), 2 at its --timeout. Only root \
-and graceful-run's own user may. A program named ctl runs as `graceful-run -- ctl`.";
+and graceful-run's own user may. A program named ctl runs as `graceful-run -- ctl`.
+
+
+graceful-run notify [--ready] [--reloading] [--stopping] [--status TEXT] [--pid PID] \
+[VAR=VALUE...], with notify as the first argument, sends sd_notify messages to $NOTIFY_SOCKET \
+as systemd-notify does: a server that cannot send a unix datagram (a shell script, Node.js) \
+runs \"graceful-run notify --ready\" to mark its generation ready under --ready notify. It \
+exits 0 when sent, 1 when NOTIFY_SOCKET is unset or the send fails. \"graceful-run -- notify\" \
+runs a command named notify.";

@@ -12,15 +12,18 @@ use graceful_run::exit::{self, ChildExit, Ending, Outcome};
 use graceful_run::log::Subject;
 use graceful_run::{config, info};
 
+mod notify_cmd;
+
 fn main() {
     ensure_standard_fds();
     let args: Vec<OsString> = std::env::args_os().collect();
     // Other modes of the same binary dispatch here on their first word, exactly; a program of
-    // that name runs as `graceful-run -- ctl`.
+    // that name runs as `graceful-run -- ctl` / `graceful-run -- notify`.
     let ending = match args.get(1).map(OsString::as_os_str) {
         Some(word) if word == "ctl" => {
             Ending::Exit(graceful_run::control::client::main(args[1..].to_vec()))
         }
+        Some(word) if word == "notify" => Ending::Exit(notify_cmd::main(args[2..].iter().cloned())),
         _ => supervise(args),
     };
     exit::terminate(ending)

@@ -10,6 +10,8 @@ mod ctl;
 mod ecosystem;
 mod exit_status;
 mod init;
+mod languages;
+mod notify_cmd;
 mod readiness;
 mod restart;
 mod signals;

@@ -1,0 +1,3 @@
+module example.com/graceful-run-go
+
+go 1.19
