@@ -272,7 +272,7 @@ fn python_uvicorn() {
         return;
     }
     serves_restarts_and_stops(
-        &["--ready", "2s", "--exit-code-map", "143:0"],
+        &["--ready", "auto", "--exit-code-map", "143:0"],
         strings(&["python3", &example_file("python/uvicorn_server.py")]),
     );
 }
@@ -321,7 +321,7 @@ fn ruby_puma() {
         return;
     }
     serves_restarts_and_stops(
-        &["--ready", "2s"],
+        &["--ready", "auto"],
         strings(&[
             "puma",
             "-C",
