@@ -56,6 +56,19 @@
 //! then SIGKILL. `--kill-mode group` sends everything to the group instead, for commands that
 //! do not pass signals on (a shell pipeline).
 //!
+//! # Pids that could be reused
+//!
+//! A main process is signalled by pid only until the core sees it reaped: until then the pid
+//! is graceful-run's unreaped child and cannot name anyone else (no pidfd is needed for that).
+//! A group is signalled after its leader was reaped only while the last check said it is not
+//! empty (a group id is not reused while any member lives), and never after the check said it
+//! is. Without a subreaper (`--no-subreaper`, not PID 1) members that die are reaped by
+//! another init without a word to graceful-run, so the group is dropped right after its
+//! SIGKILL instead of being watched; the window left is between a check and the signal that
+//! follows it in the same step, and pids are handed out cyclically, so a reuse there needs
+//! the whole pid space to wrap around in microseconds. (pidfd_send_signal's group flag needs
+//! the leader alive, where plain killpg is already safe, so it would close nothing more.)
+//!
 //! # The protocol with the executor
 //!
 //! An [`Action::Spawn`] is answered by [`Event::Spawned`], an [`Action::RunHook`] by
