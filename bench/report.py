@@ -184,6 +184,9 @@ class Report:
         self.raw, self.root, self.gr = raw, root, gr
         self.params = {k: int(v) for k, v in read_pairs(f"{raw}/params.env", "=").items()}
         self.info = read_pairs(f"{raw}/run-info.env", "=")
+        if "loadavg_end" not in self.info:  # bench/run calls this right after the last figure
+            with open("/proc/loadavg") as f:
+                self.info["loadavg_end"] = " ".join(f.read().split()[:3])
         self.static_build = open(f"{raw}/static-build.txt").read().strip()
 
     def p(self, name):
@@ -1115,6 +1118,10 @@ class Report:
             ["GNU timeout", f"coreutils {debian_version('coreutils')}"],
             ["wrk, hyperfine", f"{debian_version('wrk')}, {debian_version('hyperfine')}"],
             ["load average before the run", self.info["loadavg_start"] + " (1, 5, 15 min)"],
+            [
+                "load average after the run",
+                self.info.get("loadavg_end", "unknown") + " (1, 5, 15 min)",
+            ],
         ]
         return table(["", ""], rows)
 
@@ -1152,6 +1159,16 @@ class Report:
             "`bench/report.py`. CI does not run it: its timings need a quiet machine. Each figure "
             "is the median over the run's repeats, with [min–max] beside it.\n\n"
         )
+        reruns = sorted(
+            ((int(k[len("rerun_") :]), v) for k, v in self.info.items() if k.startswith("rerun_")),
+        )
+        if reruns:
+            md += (
+                "Rerun alone afterwards (`bench/run --rerun N`), over this run's other results, "
+                "because other load on the shared machine disturbed the first measurement: "
+                + "; ".join(f"figure {n} at {when}" for n, when in reruns)
+                + ".\n\n"
+            )
         md += "## Summary\n\n"
         md += table(
             ["figure", "target", "graceful-run", "peer", "result"], [s for _, s in sections]
