@@ -989,7 +989,7 @@ class Report:
             f"its socket at once but waits for connections only {boot_s:g} s after it starts, "
             "and never sends READY=1 (as uvicorn, Node or most Go servers). "
             f"`wrk -t2 -c{self.p('connections')} --latency` for "
-            f"{(n * interval + self.p('boot_ms')) // 1000 + 2} s while `bench/c/ticker.c` sends {n} SIGHUPs "
+            f"{(n * interval + self.p('boot_ms')) // 1000 + 5} s while `bench/c/ticker.c` sends {n} SIGHUPs "
             f"{interval} ms apart (so restarts never overlap); one run per tool, each with its "
             "default flags: `graceful-run -l 127.0.0.1:PORT -- http-server ...` (`--ready "
             "auto`) and `start_server --port=127.0.0.1:PORT -- http-server ...` "
