@@ -764,7 +764,7 @@ class Report:
             "ready, or within `--restart-delay` of becoming ready, backs off (100 ms, doubling "
             "up to 30 s). start_server forks a new worker at once but then sleeps `--interval` "
             "(1 s), noticing no death meanwhile: a worker killed during that sleep stays down "
-            "until it ends, which is where its p99 of about 500 ms comes from.\n"
+            "until it ends, which is where its p99 comes from.\n"
         )
         if not ok:
             why = []
@@ -919,19 +919,36 @@ class Report:
             "\nA server that waits at once (exec, then `epoll_ctl` about 1 ms after the spawn "
             "here) is seen by the look at 1 ms or the one at 3 ms: median "
             f"{fast_median:.2f} ms. After a {boot_s:g} s boot the probes are "
-            "50 ms apart, so the wait is seen somewhere in the next 50 ms: a latency spread "
-            f"evenly over 0–50 ms plus the probe itself, median {slow_median:.1f} ms. "
-            f"The probing costs graceful-run {slow_cpu:.1f} ms of CPU per {boot_s:g} s boot "
-            f"({slow_cpu / (boot_s * 10):.2f}% of one core while a generation starts; "
-            f"`--ready notify`: {notify_cpu:.2f} ms), and nothing once it is ready.\n"
+            "50 ms apart, so the wait is seen by the next look, up to 50 ms later plus the look "
+            "itself (25 ms on average when the boot ends at a random moment): median "
+            f"{slow_median:.1f} ms, p90 {med(ms(cols['slow'], 'p90_us')):.1f} ms over "
+            f"{self.p('detect_slow_handovers')} restarts. A restart costs graceful-run "
+            f"{slow_cpu:.1f} ms of CPU with the looks over a {boot_s:g} s boot, "
+            f"{notify_cpu:.2f} ms with `--ready notify`: the looks cost about "
+            f"{slow_cpu - notify_cpu:.1f} ms per {boot_s:g} s boot "
+            f"({(slow_cpu - notify_cpu) / (boot_s * 10):.2f}% of one core while a generation "
+            "starts), and nothing once it is ready (figure 3: no wakeup when idle).\n"
         )
+        if not ok_fast:
+            md += (
+                "\n**Why the target is missed for a server that waits at once.** The looks come "
+                "about 1, 3 and 7 ms after graceful-run starts the generation, each interval "
+                "counted from the end of the previous look; the child reaches its `epoll_ctl` "
+                "a few ms after the spawn (fork, exec, loading: more on a loaded machine), and "
+                "the latency is the time from there to the next look, plus the look and the "
+                "handover: about 2 ms here, on either side of the target from run to run. "
+                "Looking every 1 ms for the first 10 ms or so before doubling (a change to "
+                "`PROBE_FIRST` and the doubling in src/supervisor/core.rs) would bound it near "
+                "1 ms, for a few more looks per restart.\n"
+            )
         if not ok_slow:
             md += (
                 f"\n**Why the target is missed for the {boot_s:g} s boot.** The 2 ms target "
                 "holds only while the probe interval is still short (the first ~100 ms after "
                 "a generation starts). Meeting it for any boot time would take a probe every "
                 "2 ms for the whole boot (about 25 times this CPU) or an event from the kernel "
-                "when a socket enters an epoll set, which does not exist. A server that wants "
+                "when a socket enters an epoll set, which Linux does not send (short of tracing "
+                "the server's system calls with BPF). A server that wants "
                 "a faster handover sends READY=1 (third column).\n"
             )
         summary = (
@@ -1119,7 +1136,7 @@ class Report:
             ["wrk, hyperfine", f"{debian_version('wrk')}, {debian_version('hyperfine')}"],
             ["load average before the run", self.info["loadavg_start"] + " (1, 5, 15 min)"],
             [
-                "load average after the run",
+                "load average when the report was written",
                 self.info.get("loadavg_end", "unknown") + " (1, 5, 15 min)",
             ],
         ]
