@@ -1182,10 +1182,14 @@ class Report:
         if reruns:
             md += (
                 "Rerun alone afterwards (`bench/run --rerun N`), over this run's other results, "
-                "because other load on the shared machine disturbed the first measurement: "
+                "to replace first measurements that were disturbed: "
                 + "; ".join(f"figure {n} at {when}" for n, when in reruns)
                 + ".\n\n"
             )
+        # What disturbed them, in words, when whoever reran them wrote it down.
+        notes = os.path.join(self.raw, "rerun-notes.md")
+        if reruns and os.path.exists(notes):
+            md += open(notes).read().strip() + "\n\n"
         md += "## Summary\n\n"
         md += table(
             ["figure", "target", "graceful-run", "peer", "result"], [s for _, s in sections]
