@@ -916,8 +916,7 @@ class Report:
         ]
         md += table(header, rows)
         md += (
-            "\nA server that waits at once (exec, then `epoll_ctl` about 1 ms after the spawn "
-            "here) is seen by the look at 1 ms or the one at 3 ms: median "
+            "\nA server that waits at once is seen by one of the first looks: median "
             f"{fast_median:.2f} ms. After a {boot_s:g} s boot the probes are "
             "50 ms apart, so the wait is seen by the next look, up to 50 ms later plus the look "
             "itself (25 ms on average when the boot ends at a random moment): median "
@@ -1012,7 +1011,7 @@ class Report:
             "auto`) and `start_server --port=127.0.0.1:PORT -- http-server ...` "
             "(`--interval=1`). "
             f"**Issue 11 asks for 100 restarts; this run does {n} per tool** to keep the whole "
-            f"bench near 10 minutes ({n} × {interval / 1000:g} s per tool).\n\n"
+            f"bench near 12 minutes ({n} × {interval / 1000:g} s per tool).\n\n"
         )
         md += table(["measurement", "graceful-run", "Server::Starter", "target", "result"], rows)
         md += (
@@ -1020,7 +1019,8 @@ class Report:
             "socket, so no request waits for the boot. Server::Starter has no way to know: it "
             f"stops the old worker after its 1 s `--interval`, {boot_s - 1:g} s before the new "
             "one accepts; meanwhile nothing accepts, connections wait in the backlog, and every "
-            "request that waits longer than wrk's 2 s is a timeout (its p99 shows the wait). "
+            "request that waits longer than wrk's 2 s is a timeout (wrk leaves timed-out requests "
+            "out of its latency percentiles, so its p99 does not show them). "
             "Giving it `--interval` longer than the slowest boot would avoid that, at the cost "
             "of waiting that long on every restart, fast or not.\n"
         )
