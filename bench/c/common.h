@@ -30,7 +30,7 @@ enum record_kind {
     REC_START = 1, /* the child has started; pid is its pid */
     REC_USR1 = 2,  /* the child's SIGUSR1 handler ran at ns */
     REC_TERM = 3,  /* the child's SIGTERM handler ran at ns */
-    REC_READY = 4, /* the child is about to send READY=1 */
+    REC_READY = 4, /* the child is about to send READY=1 (mode wait: starts waiting on fd 3) */
 };
 
 struct record {
@@ -122,7 +122,7 @@ static inline int cmp_i64(const void *a, const void *b)
 
 /*
  * Prints the summary of n samples (nanoseconds; sorted in place) as `key value` lines in
- * microseconds: median, p99 (nearest rank), min, max, mean.
+ * microseconds: median, p90 and p99 (nearest rank), min, max, mean.
  */
 static inline void print_summary_us(int64_t *v, size_t n)
 {
@@ -131,8 +131,10 @@ static inline void print_summary_us(int64_t *v, size_t n)
     for (size_t i = 0; i < n; i++)
         sum += (double)v[i];
     size_t p99 = (n * 99 + 99) / 100; /* nearest rank: ceil(0.99 n), 1-based */
+    size_t p90 = (n * 90 + 99) / 100;
     printf("samples %zu\n", n);
     printf("median_us %.1f\n", (n % 2 ? (double)v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2.0) / 1e3);
+    printf("p90_us %.1f\n", (double)v[p90 - 1] / 1e3);
     printf("p99_us %.1f\n", (double)v[p99 - 1] / 1e3);
     printf("min_us %.1f\n", (double)v[0] / 1e3);
     printf("max_us %.1f\n", (double)v[n - 1] / 1e3);
