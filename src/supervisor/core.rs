@@ -98,8 +98,12 @@ pub const KILL_GRACE: Duration = Duration::from_secs(2);
 /// A second TERM or INT from the same process within this window is the same request:
 /// GNU `timeout` signals its child, then its whole process group, which includes us.
 pub const DUPLICATE_WINDOW: Duration = Duration::from_millis(500);
-/// `--ready accepting`: the first look for a waiting process, and the longest gap between looks.
+/// `--ready accepting`: looks for a waiting process come every PROBE_FIRST for the first
+/// PROBE_FAST_LOOKS (a server that waits soon after it starts is seen within about a
+/// millisecond), then twice as far apart each time, up to PROBE_MAX (one that boots for
+/// seconds costs about 20 looks a second, some 0.6% of a core).
 pub const PROBE_FIRST: Duration = Duration::from_millis(1);
+pub const PROBE_FAST_LOOKS: u32 = 10;
 pub const PROBE_MAX: Duration = Duration::from_millis(50);
 /// `--ready accepting`: a generation not seen waiting on its sockets by then is warned about.
 pub const PROBE_WARN_AFTER: Duration = Duration::from_secs(5);
@@ -436,6 +440,7 @@ enum Readiness {
     Probing {
         next: Instant,
         interval: Duration,
+        looks: u32,
         warned: bool,
     },
 }
@@ -930,6 +935,7 @@ impl Core {
                 Readiness::Probing {
                     next: now + PROBE_FIRST,
                     interval: PROBE_FIRST,
+                    looks: 0,
                     warned: false,
                 }
             }
@@ -1533,6 +1539,7 @@ impl Core {
         let Readiness::Probing {
             next,
             interval,
+            looks,
             warned,
         } = &mut starting.readiness
         else {
@@ -1542,7 +1549,10 @@ impl Core {
             self.on_ready(now, id, "accepting");
             return;
         }
-        *interval = (*interval * 2).min(PROBE_MAX);
+        *looks += 1;
+        if *looks >= PROBE_FAST_LOOKS {
+            *interval = (*interval * 2).min(PROBE_MAX);
+        }
         *next = now + *interval;
         let warn = !*warned && now >= starting.generation.started + PROBE_WARN_AFTER;
         if warn {
