@@ -1010,8 +1010,12 @@ class Report:
             "default flags: `graceful-run -l 127.0.0.1:PORT -- http-server ...` (`--ready "
             "auto`) and `start_server --port=127.0.0.1:PORT -- http-server ...` "
             "(`--interval=1`). "
-            f"**Issue 11 asks for 100 restarts; this run does {n} per tool** to keep the whole "
-            f"bench near 12 minutes ({n} × {interval / 1000:g} s per tool).\n\n"
+            + (
+                f"Issue 11 asks for 100 restarts: this run does {n} per tool.\n\n"
+                if n >= 100
+                else f"**Issue 11 asks for 100 restarts; this run does {n} per tool** "
+                f"(BENCH_SLOW_RESTARTS={n}).\n\n"
+            )
         )
         md += table(["measurement", "graceful-run", "Server::Starter", "target", "result"], rows)
         md += (
