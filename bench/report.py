@@ -1035,9 +1035,21 @@ class Report:
                 "no generation accepted for a while.\n"
             )
         if performed["graceful-run"] != n:
+            with open(os.path.join(self.raw, "slow-graceful-run.log"), errors="replace") as f:
+                log = f.read()
+            queued = log.count("restart queued")
             md += (
-                f"\n**Warning:** only {performed['graceful-run']} of the {n} SIGHUPs led to a "
-                "restart under graceful-run.\n"
+                f"\n{performed['graceful-run']} of the {n} SIGHUPs led to a restart of their own "
+                "under graceful-run: "
+                + (
+                    f"{queued} arrived while a handover was still under way (the first one "
+                    "during the first generation's boot, and each boot takes its 3 s plus the "
+                    "ticker's and the scheduler's slack), and graceful-run coalesces the "
+                    "requests that arrive during a handover into one that runs when it ends, "
+                    "so the newest code wins and two handovers never overlap.\n"
+                    if queued
+                    else "**the log shows no queued restart to account for the others.**\n"
+                )
             )
         summary = (
             f"10. failed requests, {n} restarts of a {boot_s:g} s boot",

@@ -15,18 +15,21 @@
 //! - signal-hook-tokio delivers all signals but three, each with its origin, through the
 //!   self-pipe trick (a unix socket pair, in fact); the handler only records and writes a byte,
 //!   as a signal handler must.
-//! - ILL, FPE and SEGV are refused by signal-hook: a handler that returns from a real fault
-//!   re-runs the faulting instruction forever. They are registered through signal-hook's
-//!   registry with a handler that tells a real fault (`si_code > 0`, set by the kernel) from a
-//!   signal sent with kill(2) (`si_code <= 0`). A real fault restores the default action and
-//!   returns, so the fault repeats and kills graceful-run with a core dump, as it should; a
-//!   sent one is written as an 8-byte record (signal, pid) to a datagram socket pair of its
-//!   own. One datagram is one record, received whole or not at all, which keeps
-//!   [`SignalReceiver::next`] cancel-safe inside a `select!` (a byte stream read with
-//!   `read_exact` would lose a half-read record when the other branch wins).
+//! - The real-time signals, and ILL, FPE and SEGV, have a plain `sigaction` handler of our own
+//!   ([`on_direct`]) that writes a record (signal, sender pid, from the kernel or not) to a
+//!   datagram socket pair. ILL, FPE and SEGV because signal-hook refuses them: a handler that
+//!   returns from a real fault re-runs the faulting instruction forever, so a real fault
+//!   (`si_code > 0`, set by the kernel) restores the default action and returns, and the
+//!   fault repeats and kills graceful-run with a core dump, as it should; one sent with
+//!   kill(2) (`si_code <= 0`) is recorded. The real-time signals because signal-hook's
+//!   registry copies itself whole at each registration: for 31 more signals that cost a
+//!   millisecond of startup, 70% of it. One datagram is one record, received whole or not at
+//!   all, which keeps [`SignalReceiver::next`] cancel-safe inside a `select!` (a byte stream
+//!   read with `read_exact` would lose a half-read record when the other branch wins).
 
 use std::io;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicI32, Ordering};
 
 use futures_core::Stream;
 use nix::libc;
@@ -48,10 +51,16 @@ pub struct Received {
 
 pub struct SignalReceiver {
     ordinary: SignalsInfo<WithOrigin>,
-    faults: tokio::net::UnixDatagram,
-    /// Keeps the write end of the faults socket open for the handlers.
-    _fault_writer: std::os::unix::net::UnixDatagram,
+    direct: tokio::net::UnixDatagram,
+    /// Keeps the write end of the direct channel open for the handlers.
+    _direct_writer: std::os::unix::net::UnixDatagram,
 }
+
+/// The write end of the direct channel, for [`on_direct`]; -1 until installed.
+static DIRECT_FD: AtomicI32 = AtomicI32::new(-1);
+
+/// A record on the direct channel: signal, sender pid (0: none), sent by the kernel (0 or 1).
+const RECORD: usize = 12;
 
 /// Signals that were ignored when graceful-run started (e.g. HUP under nohup). Read before
 /// any handler is installed, so that children can inherit them ignored. SIGPIPE is left out:
@@ -74,8 +83,9 @@ impl SignalReceiver {
     /// Installs handlers for every catchable signal, real-time ones included. Must run inside
     /// the tokio runtime.
     pub fn install() -> io::Result<SignalReceiver> {
+        let direct = |s: &Signal| s.is_fault() || s.is_realtime();
         let ordinary: Vec<i32> = Signal::all()
-            .filter(|s| s.is_catchable() && !s.is_fault())
+            .filter(|s| s.is_catchable() && !direct(s))
             .map(Signal::raw)
             .collect();
         let ordinary = SignalsInfo::<WithOrigin>::new(ordinary)?;
@@ -83,21 +93,27 @@ impl SignalReceiver {
         let (reader, writer) = std::os::unix::net::UnixDatagram::pair()?;
         reader.set_nonblocking(true)?;
         writer.set_nonblocking(true)?;
-        let write_fd = writer.as_raw_fd();
-        for signal in Signal::all().filter(|s| s.is_fault()) {
-            // SAFETY: the action only calls async-signal-safe functions (sigaction via
-            // libc::signal, write) on an fd that lives as long as the receiver, and the
-            // registry's requirements (no panics, no allocation) hold.
+        DIRECT_FD.store(writer.as_raw_fd(), Ordering::Release);
+        for signal in Signal::all().filter(direct) {
+            // SAFETY: a zeroed sigaction is a valid "no flags, empty mask" value; the handler
+            // is an `extern "C"` function with the SA_SIGINFO signature that only makes
+            // async-signal-safe calls (see on_direct), and it reads the fd from an atomic
+            // stored above, which stays open for the process's life (the receiver is never
+            // dropped: see Supervisor::run).
             unsafe {
-                signal_hook_registry::register_unchecked(signal.raw(), move |info| {
-                    fault_or_sent(info, write_fd)
-                })?;
+                let mut action: libc::sigaction = std::mem::zeroed();
+                action.sa_sigaction = on_direct as *const () as usize;
+                action.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART;
+                libc::sigemptyset(&mut action.sa_mask);
+                if libc::sigaction(signal.raw(), &action, std::ptr::null_mut()) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
             }
         }
         Ok(SignalReceiver {
             ordinary,
-            faults: tokio::net::UnixDatagram::from_std(reader)?,
-            _fault_writer: writer,
+            direct: tokio::net::UnixDatagram::from_std(reader)?,
+            _direct_writer: writer,
         })
     }
 
@@ -114,7 +130,7 @@ impl SignalReceiver {
     }
 
     async fn next_once(&mut self) -> Option<Received> {
-        let mut record = [0u8; 8];
+        let mut record = [0u8; RECORD];
         tokio::select! {
             origin = std::future::poll_fn(|cx| std::pin::Pin::new(&mut self.ordinary).poll_next(cx)) => {
                 let origin = origin.expect("signal-hook's stream ends only when it is closed, and it never is");
@@ -125,40 +141,55 @@ impl SignalReceiver {
                     from_kernel: origin.cause == Cause::Kernel,
                 })
             }
-            read = self.faults.recv(&mut record) => {
-                // Only the handler writes here, always 8 bytes; anything else is skipped.
+            read = self.direct.recv(&mut record) => {
+                // Only the handler writes here, always a whole record; anything else is skipped.
                 if read.ok()? != record.len() {
                     return None;
                 }
-                let signal = i32::from_ne_bytes([record[0], record[1], record[2], record[3]]);
-                let sender = i32::from_ne_bytes([record[4], record[5], record[6], record[7]]);
+                let word = |i: usize| {
+                    i32::from_ne_bytes([record[i], record[i + 1], record[i + 2], record[i + 3]])
+                };
+                let from_kernel = word(8) != 0;
                 Some(Received {
-                    signal: Signal::from_raw(signal)?,
-                    sender: Some(sender),
-                    from_kernel: false,
+                    signal: Signal::from_raw(word(0))?,
+                    sender: (!from_kernel).then_some(word(4)),
+                    from_kernel,
                 })
             }
         }
     }
 }
 
-/// The handler for ILL, FPE and SEGV (see the module docs).
-fn fault_or_sent(info: &libc::siginfo_t, socket: RawFd) {
-    let signal = info.si_signo;
-    if info.si_code > 0 {
+/// The handler of the direct channel (see the module docs). Async-signal-safe: it reads its
+/// arguments and an atomic, and calls only sigaction (through signal(2)) and write(2).
+extern "C" fn on_direct(
+    signal: libc::c_int,
+    info: *mut libc::siginfo_t,
+    _context: *mut libc::c_void,
+) {
+    // SAFETY: with SA_SIGINFO the kernel passes a valid siginfo_t for the handler's duration.
+    let info = unsafe { &*info };
+    let from_kernel = info.si_code > 0;
+    if from_kernel && Signal::from_raw(signal).is_some_and(Signal::is_fault) {
         // A real fault in graceful-run: let it be fatal.
         // SAFETY: signal(2) with SIG_DFL is async-signal-safe (it is sigaction).
         unsafe { libc::signal(signal, libc::SIG_DFL) };
         return;
     }
-    // SAFETY: si_pid is valid for si_code <= 0 (SI_USER, SI_QUEUE, SI_TKILL).
-    let pid = unsafe { info.si_pid() };
-    let mut record = [0u8; 8];
+    // SAFETY: si_pid is valid for si_code <= 0 (SI_USER, SI_QUEUE, SI_TKILL); not read otherwise.
+    let pid = if from_kernel {
+        0
+    } else {
+        unsafe { info.si_pid() }
+    };
+    let mut record = [0u8; RECORD];
     record[..4].copy_from_slice(&signal.to_ne_bytes());
-    record[4..].copy_from_slice(&pid.to_ne_bytes());
+    record[4..8].copy_from_slice(&pid.to_ne_bytes());
+    record[8..].copy_from_slice(&i32::from(from_kernel).to_ne_bytes());
+    let fd = DIRECT_FD.load(Ordering::Acquire);
     // SAFETY: write(2) is async-signal-safe; a full socket buffer drops the record (hundreds
-    // are queued before that happens).
-    unsafe { libc::write(socket, record.as_ptr().cast(), record.len()) };
+    // are queued before that happens); fd -1 fails harmlessly with EBADF.
+    unsafe { libc::write(fd, record.as_ptr().cast(), record.len()) };
 }
 
 #[cfg(test)]
