@@ -725,38 +725,8 @@ impl Core {
                 ready_by,
             })
         };
-        match self.state {
-            State::Starting { starting, .. } => add(
-                starting.generation,
-                Role::Starting,
-                starting.generation.started,
-                None,
-            ),
-            State::Serving {
-                generation,
-                ready_since,
-                ready_by,
-                incoming,
-                ..
-            } => {
-                add(generation, Role::Serving, ready_since, Some(ready_by));
-                if let Some(s) = incoming {
-                    add(s.generation, Role::Incoming, s.generation.started, None);
-                }
-            }
-            State::Ending(Ending {
-                stage: Stage::Draining { serving, .. },
-                ..
-            })
-            | State::Ending(Ending {
-                stage:
-                    Stage::PreStop {
-                        serving: Some(serving),
-                        ..
-                    },
-                ..
-            }) => add(serving, Role::Draining, serving.started, None),
-            _ => {}
+        for (g, role, since, ready_by) in self.in_role() {
+            add(g, role, since, ready_by);
         }
         for r in &self.retiring {
             add(r.generation, Role::Stopping, r.since, None);
@@ -883,13 +853,33 @@ impl Core {
 
     /// Every generation the core knows, with a process that may be alive.
     fn gens(&self) -> impl Iterator<Item = Gen> + '_ {
-        let (a, b) = match self.state {
-            State::Starting { starting, .. } => (Some(starting.generation), None),
+        self.in_role()
+            .into_iter()
+            .map(|(g, ..)| g)
+            .chain(self.retiring.iter().map(|r| r.generation))
+    }
+
+    /// The generations the state holds (not retiring), each with its role, since when, and how
+    /// it became ready.
+    fn in_role(&self) -> Vec<(Gen, Role, Instant, Option<&'static str>)> {
+        match self.state {
+            State::Starting { starting, .. } => {
+                let g = starting.generation;
+                vec![(g, Role::Starting, g.started, None)]
+            }
             State::Serving {
                 generation,
+                ready_since,
+                ready_by,
                 incoming,
                 ..
-            } => (Some(generation), incoming.map(|s| s.generation)),
+            } => {
+                let mut held = vec![(generation, Role::Serving, ready_since, Some(ready_by))];
+                if let Some(s) = incoming {
+                    held.push((s.generation, Role::Incoming, s.generation.started, None));
+                }
+                held
+            }
             State::Ending(Ending {
                 stage: Stage::Draining { serving, .. },
                 ..
@@ -901,12 +891,9 @@ impl Core {
                         ..
                     },
                 ..
-            }) => (Some(serving), None),
-            _ => (None, None),
-        };
-        a.into_iter()
-            .chain(b)
-            .chain(self.retiring.iter().map(|r| r.generation))
+            }) => vec![(serving, Role::Draining, serving.started, None)],
+            _ => Vec::new(),
+        }
     }
 
     /// Whether a generation's main process may still accept on the shared sockets.
