@@ -2231,20 +2231,12 @@ impl Core {
             self.set_stage(Stage::Generations);
             self.actions.push(Action::CloseListeners);
         }
+        // The serving one joins the retiring ones, which all get SIGKILL now.
         for generation in roles {
-            log!(
-                self,
-                Warn,
-                generation.subject(),
-                "forced stop: sending SIGKILL to its process group"
-            );
-            self.kill_gen(generation);
             self.retiring.push(Retiring {
                 since: now,
                 generation,
-                stage: Retire::Killed {
-                    give_up_at: now + KILL_GRACE,
-                },
+                stage: Retire::Stopping { kill_at: now },
                 serving: true,
                 group_told: true,
             });
