@@ -1422,68 +1422,57 @@ impl Core {
     }
 
     fn on_ready(&mut self, now: Instant, id: GenId, how: &'static str) {
-        match self.state {
+        // The one starting (nothing else serves), or the incoming one (taking over from `old`).
+        let (generation, queued, old) = match self.state {
             State::Starting { starting, queued } if starting.generation.id == id => {
-                let generation = starting.generation;
-                log!(
-                    self,
-                    Info,
-                    generation.subject(),
-                    "ready after {} ({how})",
-                    format_duration(now.saturating_duration_since(generation.started))
-                );
-                self.state = State::Serving {
-                    generation,
-                    ready_since: now,
-                    ready_by: how,
-                    incoming: None,
-                    queued,
-                };
-                if !self.came_up {
-                    self.came_up = true;
-                    self.upstream(format!("READY=1\nMAINPID={}", self.settings.main_pid));
-                    self.upstream(format!("STATUS={}", self.status_line()));
-                }
-                self.end_reload(None);
-                self.restart_done(id);
-                self.run_queued();
+                (starting.generation, queued, None)
             }
             State::Serving {
                 generation: old,
                 incoming: Some(incoming),
                 queued,
                 ..
-            } if incoming.generation.id == id => {
-                let generation = incoming.generation;
-                log!(
-                    self,
-                    Info,
-                    generation.subject(),
-                    "ready after {} ({how})",
-                    format_duration(now.saturating_duration_since(generation.started))
-                );
-                log!(
-                    self,
-                    Info,
-                    generation.subject(),
-                    "takes over from gen {}",
-                    old.id
-                );
-                self.state = State::Serving {
-                    generation,
-                    ready_since: now,
-                    ready_by: how,
-                    incoming: None,
-                    queued,
-                };
+            } if incoming.generation.id == id => (incoming.generation, queued, Some(old)),
+            _ => return,
+        };
+        log!(
+            self,
+            Info,
+            generation.subject(),
+            "ready after {} ({how})",
+            format_duration(now.saturating_duration_since(generation.started))
+        );
+        if let Some(old) = old {
+            log!(
+                self,
+                Info,
+                generation.subject(),
+                "takes over from gen {}",
+                old.id
+            );
+        }
+        self.state = State::Serving {
+            generation,
+            ready_since: now,
+            ready_by: how,
+            incoming: None,
+            queued,
+        };
+        match old {
+            Some(old) => {
                 let mapping = self.retire_mapping();
                 self.retire(now, old, mapping, false);
-                self.end_reload(None);
-                self.restart_done(id);
-                self.run_queued();
             }
-            _ => {}
+            None if !self.came_up => {
+                self.came_up = true;
+                self.upstream(format!("READY=1\nMAINPID={}", self.settings.main_pid));
+                self.upstream(format!("STATUS={}", self.status_line()));
+            }
+            None => {}
         }
+        self.end_reload(None);
+        self.restart_done(id);
+        self.run_queued();
     }
 
     fn on_notify(&mut self, now: Instant, id: GenId, fields: &[(String, String)]) {
