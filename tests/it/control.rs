@@ -1,8 +1,7 @@
 //! The control channel's transport: a `control::Server` run in-process by a tiny scripted
 //! supervisor loop (a current-thread tokio runtime on a thread of its own), driven by the
-//! real client binary (`examples/ctl`, which is `graceful-run ctl` until the main binary
-//! dispatches to it) as a user would run it: exit statuses, stdout and stderr are what a
-//! deploy script sees.
+//! real `graceful-run ctl` as a user would run it: exit statuses, stdout and stderr are what
+//! a deploy script sees. (`ctl.rs` runs it against a real graceful-run.)
 //!
 //! The server is found by pid, and every test here serves as this test process's pid: the
 //! tests take turns (one lock).
@@ -18,7 +17,7 @@ use graceful_run::control::{
     StatusReport,
 };
 
-use crate::support::{DEADLINE, example, poll_until, run_to_end};
+use crate::support::{DEADLINE, graceful_run_bin, poll_until, run_to_end};
 
 static TAKING_TURNS: Mutex<()> = Mutex::new(());
 
@@ -136,8 +135,8 @@ fn own_pid() -> String {
 }
 
 fn ctl(args: &[&str]) -> Command {
-    let mut command = Command::new(example("ctl"));
-    command.args(args);
+    let mut command = Command::new(graceful_run_bin());
+    command.arg("ctl").args(args);
     command
 }
 
@@ -363,8 +362,8 @@ fn another_user_is_refused() {
     let mut command = Command::new("setpriv");
     command
         .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-        .arg(example("ctl"))
-        .args(["--pid", &own_pid(), "restart"]);
+        .arg(graceful_run_bin())
+        .args(["ctl", "--pid", &own_pid(), "restart"]);
     let output = finish(spawn(command));
     assert_eq!(output.status.code(), Some(125), "{}", text(&output.stderr));
     let stderr = text(&output.stderr);
