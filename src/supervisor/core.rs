@@ -148,6 +148,8 @@ pub struct Settings {
     pub stream_listeners: bool,
     /// graceful-run's own pid: the MAINPID its supervisor is told.
     pub main_pid: i32,
+    /// The most detailed log level wanted (`-q`, `-v`).
+    pub log_level: Level,
 }
 
 impl Settings {
@@ -660,9 +662,13 @@ pub struct Core {
     actions: Vec<Action>,
 }
 
+/// Logs through an action; lines above `Settings::log_level` are not even formatted (the
+/// forwarding path logs at debug level for every signal).
 macro_rules! log {
     ($core:expr, $level:ident, $subject:expr, $($arg:tt)*) => {
-        $core.log(Level::$level, $subject, format!($($arg)*))
+        if Level::$level <= $core.settings.log_level {
+            $core.log(Level::$level, $subject, format!($($arg)*))
+        }
     };
 }
 

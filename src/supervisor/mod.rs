@@ -118,6 +118,7 @@ pub fn settings(
         job_control,
         stream_listeners,
         main_pid: std::process::id() as i32,
+        log_level: config.log_level,
     }
 }
 

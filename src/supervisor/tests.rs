@@ -28,6 +28,7 @@ pub(super) fn settings() -> Settings {
         job_control: false,
         stream_listeners: true,
         main_pid: 1000,
+        log_level: crate::log::Level::Debug,
     }
 }
 
