@@ -48,6 +48,36 @@ const TOOLS: &[Tool] = &[
         name: "FISH",
         probe: &["fish", "--no-config", "-c", "true"],
     },
+    Tool {
+        cfg: "has_uvicorn",
+        name: "UVICORN",
+        probe: &["python3", "-c", "import uvicorn"],
+    },
+    Tool {
+        cfg: "has_go",
+        name: "GO",
+        probe: &["go", "version"],
+    },
+    Tool {
+        cfg: "has_node",
+        name: "NODE",
+        probe: &["node", "--version"],
+    },
+    Tool {
+        cfg: "has_puma",
+        name: "PUMA",
+        probe: &["puma", "--version"],
+    },
+    Tool {
+        cfg: "has_ruby_sd_notify",
+        name: "RUBY_SD_NOTIFY",
+        probe: &["ruby", "-e", "require 'sd_notify'; require 'puma'"],
+    },
+    Tool {
+        cfg: "has_systemd_notify",
+        name: "SYSTEMD_NOTIFY",
+        probe: &["systemd-notify", "--version"],
+    },
 ];
 
 fn main() {

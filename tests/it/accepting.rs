@@ -160,6 +160,10 @@ fn available(test: &str, what: &str, present: bool) -> bool {
 }
 
 #[test]
+#[cfg_attr(
+    not(has_node),
+    ignore = "Node.js not installed: apt-get install nodejs"
+)]
 fn node_waits_in_epoll() {
     if !available("node_waits_in_epoll", "node", have("node", &["--version"])) {
         return;
@@ -253,6 +257,7 @@ fn go_server() -> Option<PathBuf> {
 }
 
 #[test]
+#[cfg_attr(not(has_go), ignore = "Go not installed: apt-get install golang-go")]
 fn go_waits_in_epoll_on_a_dup_of_fd_3() {
     let binary = go_server();
     if !available("go_waits_in_epoll_on_a_dup_of_fd_3", "go", binary.is_some()) {
@@ -297,6 +302,10 @@ const WSGI_APP: &str = "def app(environ, start_response):\n\
 /// gunicorn (which takes its socket from LISTEN_FDS): its sync workers select on the listener; the arbiter (the group's leader) does not
 /// wait on it, so this also checks that the group is searched beyond its leader.
 #[test]
+#[cfg_attr(
+    not(has_gunicorn),
+    ignore = "gunicorn not installed: python3 -m pip install gunicorn"
+)]
 fn gunicorn_sync_workers_wait_in_select() {
     let present = have("python3", &["-c", "import gunicorn"]);
     if !available(

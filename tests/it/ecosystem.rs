@@ -1354,6 +1354,10 @@ fn notify_socket_is_a_private_file_reachable_by_the_user() {
 
 /// systemd's own client, `systemd-notify --ready`, makes a generation ready.
 #[test]
+#[cfg_attr(
+    not(has_systemd_notify),
+    ignore = "systemd-notify not installed: apt-get install systemd"
+)]
 fn systemd_notify_makes_a_generation_ready() {
     if !std::path::Path::new("/usr/bin/systemd-notify").exists() {
         eprintln!("SKIPPED: systemd-notify is not installed");
@@ -1377,6 +1381,10 @@ fn systemd_notify_makes_a_generation_ready() {
 /// crashed puma at boot), becomes ready on its NOTIFY_SOCKET and serves the inherited unix
 /// socket.
 #[test]
+#[cfg_attr(
+    not(has_ruby_sd_notify),
+    ignore = "puma or ruby-sd-notify not installed: apt-get install puma ruby-sd-notify"
+)]
 fn puma_becomes_ready_through_sd_notify() {
     let available = Command::new("ruby")
         .args(["-e", "require 'sd_notify'; require 'puma'"])

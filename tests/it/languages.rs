@@ -241,6 +241,7 @@ fn build_go() -> PathBuf {
 
 /// examples/go: net/http, listener from fd 3, READY=1 sent itself, Shutdown on TERM.
 #[test]
+#[cfg_attr(not(has_go), ignore = "Go not installed: apt-get install golang-go")]
 fn go_net_http() {
     if !prerequisite(
         "go_net_http",
@@ -266,6 +267,10 @@ fn python_stdlib() {
 /// shutdown order fixed. uvicorn sends no READY=1, and re-raises TERM after its graceful
 /// shutdown (status 143), which the guide maps to 0.
 #[test]
+#[cfg_attr(
+    not(has_uvicorn),
+    ignore = "uvicorn not installed: python3 -m pip install uvicorn"
+)]
 fn python_uvicorn() {
     let check = ["python3", "-c", "import uvicorn"];
     if !prerequisite("python_uvicorn", &check, "uvicorn (pip install uvicorn)") {
@@ -279,6 +284,10 @@ fn python_uvicorn() {
 
 /// examples/python/app.py under gunicorn, which reads LISTEN_FDS and sends READY=1.
 #[test]
+#[cfg_attr(
+    not(has_gunicorn),
+    ignore = "gunicorn not installed: python3 -m pip install gunicorn"
+)]
 fn python_gunicorn() {
     let check = ["python3", "-c", "import gunicorn"];
     if !prerequisite("python_gunicorn", &check, "gunicorn (pip install gunicorn)") {
@@ -296,6 +305,10 @@ fn python_gunicorn() {
 
 /// examples/node/server.js: `listen({fd: 3})`, READY=1 through `graceful-run notify`.
 #[test]
+#[cfg_attr(
+    not(has_node),
+    ignore = "Node.js not installed: apt-get install nodejs"
+)]
 fn node() {
     if !prerequisite(
         "node",
@@ -312,6 +325,7 @@ fn node() {
 
 /// examples/ruby under puma, which takes LISTEN_FDS itself.
 #[test]
+#[cfg_attr(not(has_puma), ignore = "puma not installed: apt-get install puma")]
 fn ruby_puma() {
     if !prerequisite(
         "ruby_puma",
