@@ -54,6 +54,21 @@ const TOOLS: &[Tool] = &[
         probe: &["python3", "-c", "import uvicorn"],
     },
     Tool {
+        cfg: "has_hypercorn",
+        name: "HYPERCORN",
+        probe: &["python3", "-c", "import hypercorn"],
+    },
+    Tool {
+        cfg: "has_uwsgi",
+        name: "UWSGI",
+        probe: &["uwsgi", "--version"],
+    },
+    Tool {
+        cfg: "has_starman",
+        name: "STARMAN",
+        probe: &["starman", "--version"],
+    },
+    Tool {
         cfg: "has_go",
         name: "GO",
         probe: &["go", "version"],
@@ -72,6 +87,11 @@ const TOOLS: &[Tool] = &[
         cfg: "has_ruby_sd_notify",
         name: "RUBY_SD_NOTIFY",
         probe: &["ruby", "-e", "require 'sd_notify'; require 'puma'"],
+    },
+    Tool {
+        cfg: "has_fuse",
+        name: "FUSE",
+        probe: &["test", "-c", "/dev/fuse"],
     },
     Tool {
         cfg: "has_systemd_notify",

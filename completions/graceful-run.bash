@@ -23,7 +23,7 @@ _graceful__run() {
 
     case "${cmd}" in
         graceful__run)
-            opts="-l -q -v -h -V --listen --no-listen-pid --compat --map-signal --stop-signal --stop-timeout --no-process-group --kill-mode --drain-delay --pre-stop --post-stop --hook-timeout --restart-signal --ready --ready-timeout --restart-policy --restart-delay --max-restarts --user --pid-file --no-subreaper --exit-code-map --quiet --verbose --log-format --help --version"
+            opts="-l -w -q -v -h -V --listen --no-listen-pid --compat --map-signal --stop-signal --stop-timeout --no-process-group --kill-mode --drain-delay --pre-stop --post-stop --hook-timeout --restart-signal --ready --ready-timeout --handover --drain-timeout --restart-policy --restart-delay --max-restarts --workers --max-surge --max-unavailable --health-cmd --health-http --health-interval --health-timeout --health-retries --health-start-period --watchdog --max-memory --max-lifetime --watch --build --user --pid-file --no-subreaper --exit-code-map --quiet --verbose --log-format --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -97,6 +97,17 @@ _graceful__run() {
                     fi
                     return 0
                     ;;
+                --handover)
+                    COMPREPLY=($(compgen -W "steer shared" -- "${cur}"))
+                    return 0
+                    ;;
+                --drain-timeout)
+                    COMPREPLY=("${cur}")
+                    if [[ "${BASH_VERSINFO[0]}" -ge 4 ]]; then
+                        compopt -o nospace
+                    fi
+                    return 0
+                    ;;
                 --restart-policy)
                     COMPREPLY=($(compgen -W "never on-failure always" -- "${cur}"))
                     return 0
@@ -113,6 +124,96 @@ _graceful__run() {
                     if [[ "${BASH_VERSINFO[0]}" -ge 4 ]]; then
                         compopt -o nospace
                     fi
+                    return 0
+                    ;;
+                --workers)
+                    COMPREPLY=($(compgen -W "auto" -- "${cur}"))
+                    return 0
+                    ;;
+                -w)
+                    COMPREPLY=($(compgen -W "auto" -- "${cur}"))
+                    return 0
+                    ;;
+                --max-surge)
+                    COMPREPLY=("${cur}")
+                    if [[ "${BASH_VERSINFO[0]}" -ge 4 ]]; then
+                        compopt -o nospace
+                    fi
+                    return 0
+                    ;;
+                --max-unavailable)
+                    COMPREPLY=("${cur}")
+                    if [[ "${BASH_VERSINFO[0]}" -ge 4 ]]; then
+                        compopt -o nospace
+                    fi
+                    return 0
+                    ;;
+                --health-cmd)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --health-http)
+                    COMPREPLY=("${cur}")
+                    if [[ "${BASH_VERSINFO[0]}" -ge 4 ]]; then
+                        compopt -o nospace
+                    fi
+                    return 0
+                    ;;
+                --health-interval)
+                    COMPREPLY=("${cur}")
+                    if [[ "${BASH_VERSINFO[0]}" -ge 4 ]]; then
+                        compopt -o nospace
+                    fi
+                    return 0
+                    ;;
+                --health-timeout)
+                    COMPREPLY=("${cur}")
+                    if [[ "${BASH_VERSINFO[0]}" -ge 4 ]]; then
+                        compopt -o nospace
+                    fi
+                    return 0
+                    ;;
+                --health-retries)
+                    COMPREPLY=("${cur}")
+                    if [[ "${BASH_VERSINFO[0]}" -ge 4 ]]; then
+                        compopt -o nospace
+                    fi
+                    return 0
+                    ;;
+                --health-start-period)
+                    COMPREPLY=("${cur}")
+                    if [[ "${BASH_VERSINFO[0]}" -ge 4 ]]; then
+                        compopt -o nospace
+                    fi
+                    return 0
+                    ;;
+                --watchdog)
+                    COMPREPLY=("${cur}")
+                    if [[ "${BASH_VERSINFO[0]}" -ge 4 ]]; then
+                        compopt -o nospace
+                    fi
+                    return 0
+                    ;;
+                --max-memory)
+                    COMPREPLY=("${cur}")
+                    if [[ "${BASH_VERSINFO[0]}" -ge 4 ]]; then
+                        compopt -o nospace
+                    fi
+                    return 0
+                    ;;
+                --max-lifetime)
+                    COMPREPLY=("${cur}")
+                    if [[ "${BASH_VERSINFO[0]}" -ge 4 ]]; then
+                        compopt -o nospace
+                    fi
+                    return 0
+                    ;;
+                --watch)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --build)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --user)
@@ -180,7 +281,7 @@ _graceful_run_complete() {
                 _graceful_run_command $(( i + 1 ))
                 return
                 ;;
-            -l|--listen|--compat|--map-signal|--stop-signal|--stop-timeout|--kill-mode|--drain-delay|--pre-stop|--post-stop|--hook-timeout|--restart-signal|--ready|--ready-timeout|--restart-policy|--restart-delay|--max-restarts|--user|--pid-file|--exit-code-map|--log-format)
+            -l|--listen|--compat|--map-signal|--stop-signal|--stop-timeout|--kill-mode|--drain-delay|--pre-stop|--post-stop|--hook-timeout|--restart-signal|--ready|--ready-timeout|--handover|--drain-timeout|--restart-policy|--restart-delay|--max-restarts|-w|--workers|--max-surge|--max-unavailable|--health-cmd|--health-http|--health-interval|--health-timeout|--health-retries|--health-start-period|--watchdog|--max-memory|--max-lifetime|--watch|--build|--user|--pid-file|--exit-code-map|--log-format)
                 (( i++ ))
                 while (( i + 1 < COMP_CWORD && glued[i + 1] )); do (( i++ )); done
                 ;;

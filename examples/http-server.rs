@@ -19,7 +19,8 @@
 //!
 //! Flags: `--listen ADDR` (repeatable; used only when no socket is inherited),
 //! `--ready-delay MS` (simulates a slow start: accept and report readiness only after MS),
-//! `--no-ready` (serve, but never send READY=1).
+//! `--no-ready` (serve, but never send READY=1), `--sloppy-stop MS` (for tests: stop the way
+//! hypercorn, uvicorn and Starman do, see below).
 //!
 //! # Sockets
 //!
@@ -64,6 +65,13 @@
 //!
 //! When no connection is left the server exits 0. A second SIGTERM or SIGINT exits at once
 //! with status 1. SIGHUP is ignored: restarts are graceful-run's job.
+//!
+//! `--sloppy-stop MS` makes it a server that accepts after its stop signal, for the tests of
+//! graceful-run's steering (issue 16): after SIGTERM it keeps accepting for MS milliseconds
+//! and closes every connection it accepts then without reading or answering, as hypercorn,
+//! uvicorn and Starman do for a moment. With a listener shared by every generation, requests
+//! queued there are lost; with a listener of its own that graceful-run steers new
+//! connections away from before the stop signal, nothing is left to accept.
 
 use std::env;
 use std::fmt;
@@ -95,7 +103,8 @@ use signal_hook::iterator::Signals;
 use signal_hook::low_level::signal_name;
 
 const USAGE: &str = "usage: http-server [--listen ADDR]... [--ready-delay MS] [--no-ready] \
-                     (or inherit sockets via LISTEN_FDS or SERVER_STARTER_PORT)";
+                     [--sloppy-stop MS] (or inherit sockets via LISTEN_FDS or \
+                     SERVER_STARTER_PORT)";
 
 /// sd_listen_fds(3)'s SD_LISTEN_FDS_START: passed sockets start at fd 3.
 const LISTEN_FDS_START: RawFd = 3;
@@ -230,6 +239,16 @@ fn run_server(server: &Arc<Server>, sockets: Vec<Socket>, options: &Options) {
     }
 
     let count = sockets.len();
+    // --sloppy-stop: copies of the HTTP listeners, to accept from after the stop signal.
+    let sloppy: Vec<OwnedFd> = if options.sloppy_stop.is_zero() {
+        Vec::new()
+    } else {
+        sockets
+            .iter()
+            .filter(|s| matches!(s.service, Service::Http))
+            .filter_map(|s| s.fd.try_clone().ok())
+            .collect()
+    };
     let mut workers = Vec::with_capacity(count);
     for socket in sockets {
         match Worker::start(socket, server) {
@@ -256,7 +275,49 @@ fn run_server(server: &Arc<Server>, sockets: Vec<Socket>, options: &Options) {
     for worker in workers {
         worker.stop();
     }
+    if !sloppy.is_empty() {
+        accept_and_drop(&sloppy, options.sloppy_stop);
+    }
     server.wait_until_drained();
+}
+
+/// `--sloppy-stop`: accepts on `listeners` for `period`, closing each connection unanswered.
+fn accept_and_drop(listeners: &[OwnedFd], period: Duration) {
+    // Another holder may take the connection poll saw, and then a blocking accept4 would wait
+    // for the next one past `period`: a receive timeout bounds it. (It is the socket's, so
+    // the other holders' blocking accepts get it too; this server copes with EAGAIN.)
+    for listener in listeners {
+        let _ = setsockopt(
+            listener,
+            sockopt::ReceiveTimeout,
+            &TimeVal::milliseconds(50),
+        );
+    }
+    let end = Instant::now() + period;
+    let mut dropped = 0;
+    loop {
+        let left = end.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        let mut fds: Vec<PollFd> = listeners
+            .iter()
+            .map(|fd| PollFd::new(fd.as_fd(), PollFlags::POLLIN))
+            .collect();
+        let timeout = PollTimeout::try_from(left.as_millis().max(1)).unwrap_or(PollTimeout::MAX);
+        if poll(&mut fds, timeout).unwrap_or(0) <= 0 {
+            continue;
+        }
+        for listener in listeners {
+            let flags = SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK;
+            if let Ok(fd) = accept4(listener.as_raw_fd(), flags) {
+                // SAFETY: accept4 returned a new fd that nothing else owns.
+                drop(unsafe { OwnedFd::from_raw_fd(fd) });
+                dropped += 1;
+            }
+        }
+    }
+    log!("--sloppy-stop: closed {dropped} connections accepted after the stop signal");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -266,6 +327,7 @@ struct Options {
     listen: Vec<String>,
     ready_delay: Duration,
     send_ready: bool,
+    sloppy_stop: Duration,
 }
 
 impl Options {
@@ -274,6 +336,7 @@ impl Options {
             listen: Vec::new(),
             ready_delay: Duration::ZERO,
             send_ready: true,
+            sloppy_stop: Duration::ZERO,
         };
         while let Some(arg) = args.next() {
             match arg.as_str() {
@@ -289,6 +352,13 @@ impl Options {
                     options.ready_delay = Duration::from_millis(ms);
                 }
                 "--no-ready" => options.send_ready = false,
+                "--sloppy-stop" => {
+                    let ms = args.next().ok_or("--sloppy-stop needs milliseconds")?;
+                    let ms = ms
+                        .parse()
+                        .map_err(|_| format!("--sloppy-stop {ms:?}: not a number of ms"))?;
+                    options.sloppy_stop = Duration::from_millis(ms);
+                }
                 _ => return Err(format!("unknown argument {arg:?}")),
             }
         }

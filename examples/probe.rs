@@ -21,6 +21,10 @@
 //! - `nonblock-serve`: set O_NONBLOCK on fd 3 and keep running, as an event-loop server does,
 //!   printing signals as `signals` does.
 //! - `notify FIELDS...`: send one sd_notify datagram (fields joined by newlines) and wait.
+//! - `hold`: start a worker (this program again, `hold-worker`, in the same process group)
+//!   that accepts connections on fd 3 and holds them without ever reading, printing
+//!   `accepted PEER` for each; the leader waits. A generation with connections in flight,
+//!   for the tests of what graceful-run observes from outside.
 //!
 //! Every mode that keeps running writes `ready` on stdout once it is set up, so a test can
 //! wait for it.
@@ -48,6 +52,8 @@ fn main() {
                 .unwrap_or(libc::SIGTERM),
         ),
         "notify" => notify(&args[1..]),
+        "hold" => hold(),
+        "hold-worker" => hold_worker(),
         "nonblock-exit" => {
             set_nonblock_on_fd3();
             std::process::exit(args.get(1).and_then(|c| c.parse().ok()).unwrap_or(0))
@@ -60,6 +66,29 @@ fn main() {
             eprintln!("probe: unknown mode {other}");
             std::process::exit(2);
         }
+    }
+}
+
+fn hold() {
+    let exe = std::env::current_exe().expect("the running program has a path");
+    // fd 3 is inherited: graceful-run passes it without FD_CLOEXEC.
+    let mut worker = std::process::Command::new(exe)
+        .arg("hold-worker")
+        .spawn()
+        .expect("the worker starts");
+    let _ = worker.wait();
+}
+
+fn hold_worker() {
+    use std::os::fd::FromRawFd;
+    // SAFETY: fd 3 is the listener graceful-run passed (LISTEN_FDS); this process owns it
+    // from here on and nothing else in it uses fd 3.
+    let listener = unsafe { std::net::TcpListener::from_raw_fd(3) };
+    say("ready");
+    let mut held = Vec::new();
+    while let Ok((stream, peer)) = listener.accept() {
+        say(&format!("accepted {peer}"));
+        held.push(stream);
     }
 }
 

@@ -17,7 +17,8 @@ use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::process::CommandExt;
 use std::time::{Duration, Instant};
 
-use graceful_run::accepting::{Scope, listener_inode, next_check_after, waiting_on};
+use graceful_run::accepting::{Scope, listener_inode, waiting_on};
+use graceful_run::supervisor::core::{PROBE_FAST_LOOKS, PROBE_FIRST, PROBE_MAX};
 use nix::libc;
 use nix::sys::signal::{Signal, killpg};
 use nix::sys::wait::{WaitPidFlag, waitpid};
@@ -71,7 +72,9 @@ fn run(command: &[String]) -> i32 {
         }
     };
     println!("started pid {leader}");
+    // The schedule graceful-run's core keeps for --ready accepting.
     let mut checks = 0;
+    let mut interval = PROBE_FIRST;
     let code = loop {
         match waiting_on(Scope::Group(leader), &[inode]) {
             Ok(found) if !found.is_empty() => {
@@ -102,8 +105,11 @@ fn run(command: &[String]) -> i32 {
                 break;
             }
         }
-        std::thread::sleep(next_check_after(checks));
+        std::thread::sleep(interval);
         checks += 1;
+        if checks >= PROBE_FAST_LOOKS {
+            interval = (interval * 2).min(PROBE_MAX);
+        }
     };
     let _ = killpg(leader, Signal::SIGKILL);
     // Every process of the group was our child or became one: reap them all.

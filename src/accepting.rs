@@ -16,7 +16,7 @@
 //! - **poll/select** (Python's `http.server` polls; gunicorn's sync workers select): a thread
 //!   is in `poll`/`ppoll` with the listener in its pollfd array asking for POLLIN, or in
 //!   `select`/`pselect6` with it in the read set. The arrays live in the process's memory and
-//!   are read from `/proc/PID/mem` (root or the same user may).
+//!   are read from the process's memory with `process_vm_readv` (root or the same user may).
 //!
 //! The processes looked at are those of the generation's process group, or without one
 //! (`--no-process-group`) the leader and its descendants; every thread of each.
@@ -33,7 +33,38 @@
 //! Reading another process's syscall and memory takes ptrace access: root, or the same user
 //! as an ancestor under Yama's `ptrace_scope` 1. Without it the poll/select and accept ways
 //! are not seen (epoll still is, through fdinfo, which needs the same access: so in effect
-//! graceful-run must be root or the command's user, which it always is).
+//! graceful-run must be root or the command's user). A process that is not dumpable (a
+//! setuid or file-capability binary, or one that called `PR_SET_DUMPABLE 0`) hides its /proc
+//! files even from its own user: a graceful-run that is not root cannot see it at all. [`look`]
+//! says so as a [`Blind`] value, which tells why and what to use instead (READY=1, or a
+//! `--ready` duration), rather than an error that only debug logging would show.
+//!
+//! # Off the supervisor's thread
+//!
+//! A look reads files and memory of processes that may belong to an untrusted `--user`, and
+//! some of those reads can block for as long as that process wants. Reading another
+//! process's memory faults its pages in: a poll array that sits in a page of a FUSE file
+//! whose server never answers (any user may run one where /dev/fuse is open to all, or in a
+//! user namespace of its own) blocks the read. (A page registered with userfaultfd does not:
+//! a remote access fails at once with EIO, as tried on Linux 6.18.) `/proc/PID/mem`, as read
+//! before issue 15, even waited uninterruptibly while holding the target's memory-map lock,
+//! so that the target could not exit either; `process_vm_readv` waits killably, without that
+//! lock. An epoll fdinfo takes the epoll's mutex, which the process holds while it adds a
+//! file whose poll blocks (a FUSE file again).
+//!
+//! The supervisor's one thread must never wait on them: it handles every signal and
+//! timeout. So [`look`] runs the look on a short-lived thread of its own and waits at most
+//! [`LOOK_TIMEOUT`] for the answer. A look that takes longer is left to finish on its own
+//! (it does when the process it waits on answers or ends, as it does at the latest when the
+//! generation is stopped): the generation counts as not seen waiting this time, and until
+//! that thread ends no other look starts (there is never more than one such thread), each
+//! returning at once with [`Blind::Slow`]. Waiting for the answer with a timeout, rather than
+//! receiving it as an event, keeps the core's protocol (a probe is answered before any other
+//! event) and costs the supervisor at most LOOK_TIMEOUT once per stuck look. The thread is
+//! created with every signal blocked, so that signals go to the supervisor's thread, and it
+//! never forks; graceful-run's forks run only async-signal-safe code in the child (see
+//! `spawn`), so another thread holding a lock at fork time is harmless. Cost: one thread
+//! creation per look (tens of microseconds), only while a generation starts.
 //!
 //! Not seen: io_uring accepts (no syscall to look at while they wait) and servers that wait
 //! through a listener received over a unix socket by another process outside the scope.
@@ -42,10 +73,175 @@ use std::collections::HashMap;
 use std::fs;
 use std::io;
 use std::os::fd::BorrowedFd;
-use std::os::unix::fs::FileExt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use nix::libc;
 use nix::unistd::Pid;
+
+/// How long the supervisor waits for one look (see the module docs): looks take well under
+/// a millisecond unless a process holds something they need.
+pub const LOOK_TIMEOUT: Duration = Duration::from_millis(200);
+
+/// Set while a look thread runs; a look that finds it set returns [`Blind::Slow`] at once.
+static LOOKING: AtomicBool = AtomicBool::new(false);
+
+/// Why the processes of a generation could not be seen.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Blind {
+    /// Reading `/proc/PID/fd` of the generation's first process was refused: graceful-run is
+    /// neither root nor its user, or the process is not dumpable (`not_dumpable`: a setuid or
+    /// file-capability binary, or `PR_SET_DUMPABLE 0`), which hides its /proc files from its
+    /// own user too.
+    PermissionDenied { pid: i32, not_dumpable: bool },
+    /// /proc is not mounted.
+    NoProc,
+    /// A look took longer than [`LOOK_TIMEOUT`] and is still running.
+    Slow,
+    /// Anything else /proc said.
+    Other(String),
+}
+
+impl std::fmt::Display for Blind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Blind::PermissionDenied {
+                pid,
+                not_dumpable: true,
+            } => write!(
+                f,
+                "cannot see whether it waits for connections: /proc/{pid}/fd: permission \
+                 denied (the process is not dumpable: a setuid or file-capability binary, or \
+                 PR_SET_DUMPABLE 0, hides its /proc files from all but root)"
+            ),
+            Blind::PermissionDenied { pid, .. } => write!(
+                f,
+                "cannot see whether it waits for connections: /proc/{pid}/fd: permission \
+                 denied (graceful-run is neither root nor the command's user)"
+            ),
+            Blind::NoProc => write!(
+                f,
+                "cannot see whether it waits for connections: /proc is not mounted"
+            ),
+            Blind::Slow => write!(
+                f,
+                "cannot see whether it waits for connections: a look at its processes in \
+                 /proc took longer than {}ms (one of them holds something the look needs)",
+                LOOK_TIMEOUT.as_millis()
+            ),
+            Blind::Other(why) => {
+                write!(f, "cannot see whether it waits for connections: {why}")
+            }
+        }
+    }
+}
+
+impl Blind {
+    /// The cause in a few words, for the readiness timeout's line.
+    pub fn cause(&self) -> &'static str {
+        match self {
+            Blind::PermissionDenied {
+                not_dumpable: true, ..
+            } => "one is not dumpable",
+            Blind::PermissionDenied { .. } => "one is another user's",
+            Blind::NoProc => "/proc is not mounted",
+            Blind::Slow => "a look at /proc took too long",
+            Blind::Other(_) => "/proc could not be read",
+        }
+    }
+
+    /// What to do about it, for the warning and the readiness-timeout message.
+    pub fn advice(&self) -> &'static str {
+        match self {
+            Blind::Slow => "graceful-run keeps looking",
+            _ => {
+                "it can become ready only by sending READY=1 (use --ready notify) or by \
+                 staying up for a --ready DURATION"
+            }
+        }
+    }
+}
+
+/// [`waiting_on`] on a thread of its own, waited for at most [`LOOK_TIMEOUT`] (see the
+/// module docs): which of `inodes` some process of `scope` waits on, or why it cannot be
+/// seen.
+pub fn look(scope: Scope, inodes: &[u64]) -> Result<Vec<u64>, Blind> {
+    if LOOKING.swap(true, Ordering::AcqRel) {
+        return Err(Blind::Slow);
+    }
+    let (sender, receiver) = std::sync::mpsc::sync_channel(1);
+    let inodes = inodes.to_vec();
+    let spawned = with_signals_blocked(|| {
+        std::thread::Builder::new()
+            .name("proc-look".into())
+            .stack_size(256 * 1024)
+            .spawn(move || {
+                let found = waiting_on(scope, &inodes);
+                LOOKING.store(false, Ordering::Release);
+                // The supervisor may have stopped waiting: nobody to tell, nothing to do.
+                let _ = sender.send(found);
+            })
+    });
+    if let Err(e) = spawned {
+        LOOKING.store(false, Ordering::Release);
+        return Err(Blind::Other(format!("cannot start a thread: {e}")));
+    }
+    match receiver.recv_timeout(LOOK_TIMEOUT) {
+        Ok(Ok(found)) => Ok(found),
+        Ok(Err(e)) => Err(blindness(scope, &e)),
+        Err(_) => Err(Blind::Slow),
+    }
+}
+
+/// What an error of [`waiting_on`] means.
+fn blindness(scope: Scope, error: &io::Error) -> Blind {
+    let pid = match scope {
+        Scope::Group(pid) | Scope::Tree(pid) => pid.as_raw(),
+    };
+    match error.kind() {
+        io::ErrorKind::PermissionDenied => Blind::PermissionDenied {
+            pid,
+            not_dumpable: not_dumpable(pid),
+        },
+        io::ErrorKind::NotFound if fs::metadata("/proc/self").is_err() => Blind::NoProc,
+        _ => Blind::Other(error.to_string()),
+    }
+}
+
+/// Whether `pid` is not dumpable: its /proc files (`fd`, `status`...) then belong to root
+/// whatever its user (`status`, which says its user, stays readable).
+fn not_dumpable(pid: i32) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(owner) = fs::metadata(format!("/proc/{pid}/fd")).map(|m| m.uid()) else {
+        return false;
+    };
+    let Ok(status) = fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return false;
+    };
+    let effective = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|ids| ids.split_whitespace().nth(1)?.parse::<u32>().ok());
+    owner == 0 && effective.is_some_and(|uid| uid != 0)
+}
+
+/// Runs `f` (which creates a thread) with every signal blocked, so the new thread starts
+/// with them blocked and signals keep going to the calling thread.
+fn with_signals_blocked<T>(f: impl FnOnce() -> T) -> T {
+    use nix::sys::signal::{SigSet, SigmaskHow, pthread_sigmask};
+    let mut previous = SigSet::empty();
+    let blocked = pthread_sigmask(
+        SigmaskHow::SIG_SETMASK,
+        Some(&SigSet::all()),
+        Some(&mut previous),
+    )
+    .is_ok();
+    let result = f();
+    if blocked {
+        let _ = pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&previous), None);
+    }
+    result
+}
 
 /// The inodes of the stream listeners graceful-run passes (from `fstat` of its own fds).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -95,19 +291,6 @@ impl Listening {
         }
         Ok(Listening { inodes })
     }
-}
-
-/// How long to wait before check number `checks_done + 1` of a starting generation: 1 ms,
-/// doubling to at most 50 ms. A server that waits soon after it starts is seen within about
-/// a millisecond; one that boots for seconds costs about 20 checks a second.
-pub fn next_check_after(checks_done: u32) -> std::time::Duration {
-    const FIRST_MS: u64 = 1;
-    const MAX_MS: u64 = 50;
-    let ms = FIRST_MS
-        .checked_shl(checks_done)
-        .unwrap_or(MAX_MS)
-        .min(MAX_MS);
-    std::time::Duration::from_millis(ms)
 }
 
 /// The one warning for a generation that has not begun waiting on `address` (passed as fd
@@ -228,7 +411,6 @@ fn check_process(pid: i32, missing: &mut Vec<u64>) -> io::Result<()> {
     let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
         return Ok(());
     };
-    let mut mem = None;
     for task in tasks.flatten() {
         let Ok(text) = fs::read_to_string(task.path().join("syscall")) else {
             continue;
@@ -236,7 +418,7 @@ fn check_process(pid: i32, missing: &mut Vec<u64>) -> io::Result<()> {
         let Some(call) = parse_syscall(&text) else {
             continue;
         };
-        let waited = waited_fds(pid, call, &mut mem);
+        let waited = waited_fds(pid, call);
         for (inode, fds_of_inode) in &fds.listeners {
             if fds_of_inode.iter().any(|fd| waited.contains(fd)) {
                 missing.retain(|m| m != inode);
@@ -286,7 +468,7 @@ fn open_fds(pid: i32, wanted: &[u64]) -> io::Result<OpenFds> {
 }
 
 /// `socket:[12345]` -> 12345.
-fn socket_inode(link: &str) -> Option<u64> {
+pub(crate) fn socket_inode(link: &str) -> Option<u64> {
     link.strip_prefix("socket:[")?
         .strip_suffix(']')?
         .parse()
@@ -294,15 +476,14 @@ fn socket_inode(link: &str) -> Option<u64> {
 }
 
 /// The fds that a thread in `call` waits to read from (empty for any other call).
-/// `mem` is the process's /proc/PID/mem, opened on first need.
-fn waited_fds(pid: i32, call: Syscall, mem: &mut Option<Option<fs::File>>) -> Vec<i32> {
+fn waited_fds(pid: i32, call: Syscall) -> Vec<i32> {
     let [a0, a1, ..] = call.args;
     match Call::of(call.number) {
         Some(Call::Accept) => vec![a0 as i32],
         Some(Call::Poll) => {
             // poll(fds, nfds, ...) and ppoll(fds, nfds, ...): struct pollfd is 8 bytes.
             let count = a1.min(MAX_FDS);
-            read_memory(pid, mem, a0, count as usize * 8)
+            read_memory(pid, a0, count as usize * 8)
                 .map(|bytes| polled_for_input(&bytes))
                 .unwrap_or_default()
         }
@@ -313,7 +494,7 @@ fn waited_fds(pid: i32, call: Syscall, mem: &mut Option<Option<fs::File>>) -> Ve
                 return Vec::new();
             }
             let words = count.div_ceil(64) as usize;
-            read_memory(pid, mem, a1, words * 8)
+            read_memory(pid, a1, words * 8)
                 .map(|bytes| selected_for_input(&bytes, count as usize))
                 .unwrap_or_default()
         }
@@ -359,18 +540,21 @@ impl Call {
     }
 }
 
-fn read_memory(
-    pid: i32,
-    mem: &mut Option<Option<fs::File>>,
-    address: u64,
-    length: usize,
-) -> Option<Vec<u8>> {
-    let file = mem
-        .get_or_insert_with(|| fs::File::open(format!("/proc/{pid}/mem")).ok())
-        .as_ref()?;
+/// `length` bytes at `address` in process `pid`'s memory (see the module docs for why
+/// `process_vm_readv` rather than /proc/PID/mem).
+fn read_memory(pid: i32, address: u64, length: usize) -> Option<Vec<u8>> {
     let mut bytes = vec![0u8; length];
-    file.read_exact_at(&mut bytes, address).ok()?;
-    Some(bytes)
+    let remote = [nix::sys::uio::RemoteIoVec {
+        base: address as usize,
+        len: length,
+    }];
+    let read = nix::sys::uio::process_vm_readv(
+        Pid::from_raw(pid),
+        &mut [std::io::IoSliceMut::new(&mut bytes)],
+        &remote,
+    )
+    .ok()?;
+    (read == length).then_some(bytes)
 }
 
 /// The fds of a `struct pollfd` array that ask for input (POLLIN).
@@ -443,7 +627,7 @@ pub fn parse_syscall(text: &str) -> Option<Syscall> {
 }
 
 /// The process group of `pid`, from /proc/PID/stat.
-fn process_group(pid: i32) -> Option<i32> {
+pub(crate) fn process_group(pid: i32) -> Option<i32> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     stat_field(&stat, 2)
 }
@@ -459,7 +643,7 @@ fn stat_field(stat: &str, index: usize) -> Option<i32> {
 }
 
 /// The children of every thread of `pid`.
-fn children(pid: i32) -> Vec<i32> {
+pub(crate) fn children(pid: i32) -> Vec<i32> {
     let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
         return Vec::new();
     };
@@ -576,15 +760,6 @@ mod tests {
             "not waiting for connections on tcp://[::]:8080 (fd 3) 5s after starting: does the \
              command take its socket from LISTEN_FDS (fd 3) rather than binding the port itself?"
         );
-    }
-
-    #[test]
-    fn checks_back_off_from_1ms_to_50ms() {
-        let delays: Vec<u64> = (0..9)
-            .map(|n| next_check_after(n).as_millis() as u64)
-            .collect();
-        assert_eq!(delays, vec![1, 2, 4, 8, 16, 32, 50, 50, 50]);
-        assert_eq!(next_check_after(u32::MAX).as_millis(), 50);
     }
 
     #[test]

@@ -59,15 +59,20 @@ impl ChildEnv {
         ChildEnv { base }
     }
 
-    /// The environment of generation `generation`, except LISTEN_PID.
+    /// The environment of worker `worker` of generation `generation`, except LISTEN_PID.
+    /// GRACEFUL_RUN_WORKER (0 to N-1) and GRACEFUL_RUN_GENERATION tell a worker which one it
+    /// is, as einhorn's EINHORN_CHILD_INDEX and pm2's NODE_APP_INSTANCE do.
     pub fn for_generation(
         &self,
         listeners: &Listeners,
         generation: u64,
+        worker: u32,
         notify_socket: Option<&str>,
         compat: &[Compat],
     ) -> Vec<OsString> {
         let mut env = self.base.clone();
+        env.push(env_entry("GRACEFUL_RUN_WORKER", worker.to_string()));
+        env.push(env_entry("GRACEFUL_RUN_GENERATION", generation.to_string()));
         if !listeners.is_empty() {
             env.push(env_entry("LISTEN_FDS", listeners.len().to_string()));
             let names: Vec<&str> = listeners.iter().map(|l| l.fd_name()).collect();
@@ -196,6 +201,7 @@ mod tests {
         let env = ChildEnv::new(vec![], None).for_generation(
             &listeners,
             4,
+            2,
             Some("@x"),
             &[Compat::ServerStarter, Compat::Einhorn],
         );
@@ -207,6 +213,8 @@ mod tests {
         assert!(text.contains(&"LISTEN_FDNAMES=web:unknown".to_string()));
         assert!(text.contains(&"NOTIFY_SOCKET=@x".to_string()));
         assert!(text.contains(&"SERVER_STARTER_GENERATION=4".to_string()));
+        assert!(text.contains(&"GRACEFUL_RUN_GENERATION=4".to_string()));
+        assert!(text.contains(&"GRACEFUL_RUN_WORKER=2".to_string()));
         assert!(text.contains(&"EINHORN_FDS=3 4".to_string()));
         assert!(text.contains(&"EINHORN_FD_1=4".to_string()));
         let port = text

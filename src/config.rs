@@ -16,34 +16,38 @@ use std::time::Duration;
 use clap::FromArgMatches;
 use clap::parser::ValueSource;
 
-use crate::cli::{self, Cli, Compat, LogFormat, Ready, RestartPolicy};
+use crate::cli::{self, Cli, Compat, Handover, LogFormat, MemorySize, WorkerCount};
 use crate::exit::{self, ExitCodeMap};
 use crate::listen::ListenSpec;
 use crate::log::Level;
-use crate::signal::{Mapping, Signal, SignalMap, SignalRule};
+use crate::policy::Policy;
+use crate::signal::{SignalMap, SignalRule};
 use crate::spawn::Credentials;
 
 /// Everything graceful-run was asked to do.
 #[derive(Clone, Debug)]
 pub struct Config {
+    /// The flags the supervisor decides by (signals, timings, restart rules).
+    pub policy: Policy,
     pub listen: Vec<ListenSpec>,
     pub listen_pid: bool,
     pub compat: Vec<Compat>,
-    pub signal_map: SignalMap,
-    pub stop_signal: Option<Signal>,
-    pub stop_timeout: Duration,
     pub process_group: bool,
     pub kill_mode: cli::KillMode,
-    pub drain_delay: Duration,
     pub pre_stop: Option<String>,
     pub post_stop: Option<String>,
-    pub hook_timeout: Duration,
-    pub restart_signal: Option<Signal>,
-    pub ready: Ready,
-    pub ready_timeout: Duration,
-    pub restart_policy: RestartPolicy,
-    pub restart_delay: Duration,
-    pub max_restarts: Option<u32>,
+    /// How TCP connections move to a new generation (`--handover`, issue 16).
+    pub handover: Handover,
+    pub workers: Workers,
+    /// Ready workers may fall this far below `workers.count` during a rolling restart (never
+    /// below 0). Never 0 together with `max_surge`.
+    pub max_unavailable: u32,
+    pub health: Option<Health>,
+    /// `--max-memory`: the PSS of a generation's (or worker's) processes, summed, that makes it
+    /// be replaced; at least 1 MiB.
+    pub max_memory: Option<MemorySize>,
+    pub max_lifetime: Option<MaxLifetime>,
+    pub watch: Option<Watch>,
     pub user: Option<Credentials>,
     pub pid_file: Option<PathBuf>,
     pub subreaper: bool,
@@ -53,15 +57,71 @@ pub struct Config {
     pub command: Vec<OsString>,
 }
 
-impl Config {
-    /// What the command receives when graceful-run stops it after receiving `received`
-    /// (TERM or INT), or retires it after a restart (`received` is then TERM).
-    pub fn stop_mapping(&self, received: Signal) -> Mapping {
-        match self.stop_signal {
-            Some(signal) => Mapping::To(signal),
-            None => self.signal_map.translate(received),
-        }
+/// `--workers`, resolved at start.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Workers {
+    /// 1 to [`cli::MAX_WORKERS`].
+    pub count: u32,
+    /// With `--workers auto`: what the count was drawn from, for the log.
+    pub auto: Option<crate::cpus::Cpus>,
+}
+
+/// What a health check does.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HealthCheck {
+    /// `--health-cmd`: a non-empty command for `sh -c`; exit status 0 is healthy.
+    Command(String),
+    /// `--health-http`: the path of a `GET` (starts with `/`, visible ASCII only), sent to the
+    /// first stream listener; there is one.
+    Http(String),
+}
+
+/// `--health-cmd` or `--health-http` and their timing, under Docker's HEALTHCHECK names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Health {
+    pub check: HealthCheck,
+    /// From the end of one check to the start of the next; at least 1ms.
+    pub interval: Duration,
+    /// The longest one check may take; at least 1ms.
+    pub timeout: Duration,
+    /// Failures in a row that make a generation unhealthy; at least 1.
+    pub retries: u32,
+    /// After a generation is ready, failures do not count for this long (a success ends it).
+    pub start_period: Duration,
+}
+
+/// `--max-lifetime`: each generation (or worker) is replaced after a lifetime drawn from
+/// [90%, 100%] of this, so that copies started together are not replaced together, and none
+/// outlives the stated maximum. At least 1s.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MaxLifetime(pub Duration);
+
+impl MaxLifetime {
+    /// A lifetime for one new generation or worker.
+    pub fn draw(self) -> Duration {
+        self.jittered(crate::random::number())
     }
+
+    /// The lifetime that `random` (uniform over u64) picks: `max - max * random / 2^64 / 10`.
+    pub fn jittered(self, random: u64) -> Duration {
+        let max = self.0.as_nanos();
+        let jitter = (max / 10 * u128::from(random)) >> 64;
+        let nanos = max - jitter;
+        Duration::new(
+            (nanos / 1_000_000_000) as u64,
+            (nanos % 1_000_000_000) as u32,
+        )
+    }
+}
+
+/// `--watch` and `--build`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Watch {
+    /// Absolute (made so at start, without resolving symlinks), each an existing file or
+    /// directory when graceful-run started.
+    pub paths: Vec<PathBuf>,
+    /// A non-empty command for `sh -c`.
+    pub build: Option<String>,
 }
 
 /// Why parsing ended without a config.
@@ -85,19 +145,25 @@ where
         .skip(1)
         .take_while(|arg| *arg != "--")
         .any(|arg| arg == "--help");
-    let command = if asks_for_help {
+    let mut command = if asks_for_help {
         cli::command()
     } else {
         cli::parsing_command()
     };
-    let matches = match command.clone().try_get_matches_from(&args) {
+    // Parsed in place, not on a clone: cloning every flag's definition cost a tenth of
+    // startup (150k of 1.5M instructions). clap_stop below still needs the command.
+    let matches = match command.try_get_matches_from_mut(&args) {
         Ok(matches) => matches,
         Err(error) => return Err(clap_stop(error, &command, &args)),
     };
     let parsed =
         Cli::from_arg_matches(&matches).map_err(|error| clap_stop(error, &command, &args))?;
     let from_env = |id: &str| matches.value_source(id) == Some(ValueSource::EnvVariable);
-    build(parsed, &from_env).map_err(Stop::Invalid)
+    let raw = |id: &str| {
+        let mut values = matches.get_raw(id)?;
+        Some(values.next()?.to_string_lossy().into_owned())
+    };
+    build(parsed, &from_env, &raw).map_err(Stop::Invalid)
 }
 
 /// clap's error as one line. clap renders several paragraphs (the error, tips, usage, a
@@ -225,23 +291,7 @@ fn first_paragraph(error: &clap::Error) -> String {
         .to_string()
 }
 
-/// `text` with control characters (newlines, escape sequences) written as Rust escapes
-/// (`\n`, `\u{1b}`), so that a value echoed in an error stays on its line and cannot drive
-/// the terminal. Everything else, non-ASCII letters included, is kept as it is.
-pub fn escape_controls(text: &str) -> std::borrow::Cow<'_, str> {
-    if !text.chars().any(char::is_control) {
-        return std::borrow::Cow::Borrowed(text);
-    }
-    let mut escaped = String::with_capacity(text.len() + 8);
-    for c in text.chars() {
-        if c.is_control() {
-            escaped.extend(c.escape_debug());
-        } else {
-            escaped.push(c);
-        }
-    }
-    std::borrow::Cow::Owned(escaped)
-}
+pub use crate::text::escape_controls;
 
 /// Parses every value of a repeatable flag: from the command line one per flag, from its
 /// environment variable separated by whitespace.
@@ -290,7 +340,13 @@ fn invalid_from(flag: &str, origin: &str, value: &str, reason: impl std::fmt::Di
     )
 }
 
-fn build(cli: Cli, from_env: &dyn Fn(&str) -> bool) -> Result<Config, String> {
+/// `from_env(id)`: the value of the field `id` came from its GRACEFUL_RUN_* variable;
+/// `raw(id)`: its text as given, for errors found after parsing.
+fn build(
+    cli: Cli,
+    from_env: &dyn Fn(&str) -> bool,
+    raw: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, String> {
     let listen = parse_all(
         &cli.listen,
         from_env("listen"),
@@ -315,6 +371,8 @@ fn build(cli: Cli, from_env: &dyn Fn(&str) -> bool) -> Result<Config, String> {
     for (id, flag, hook) in [
         ("pre_stop", "--pre-stop <CMD>", &cli.pre_stop),
         ("post_stop", "--post-stop <CMD>", &cli.post_stop),
+        ("health_cmd", "--health-cmd <CMD>", &cli.health_cmd),
+        ("build", "--build <CMD>", &cli.build),
     ] {
         if hook.as_deref().is_some_and(|cmd| cmd.trim().is_empty()) {
             let origin = origin(flag, from_env(id));
@@ -338,25 +396,56 @@ fn build(cli: Cli, from_env: &dyn Fn(&str) -> bool) -> Result<Config, String> {
         check_server_starter_paths(&listen, from_env("listen"))?;
     }
 
+    let workers = resolve_workers(
+        cli.workers
+            .unwrap_or(WorkerCount::Count(cli::DEFAULT_WORKERS)),
+    );
+    let max_surge = cli.max_surge.unwrap_or(cli::DEFAULT_MAX_SURGE);
+    let max_unavailable = cli.max_unavailable.unwrap_or(cli::DEFAULT_MAX_UNAVAILABLE);
+    if max_surge == 0 && max_unavailable == 0 {
+        let flag = "--max-surge <N>";
+        return Err(invalid_from(
+            flag,
+            &origin(flag, from_env("max_surge")),
+            "0",
+            "with --max-unavailable 0 as well, a rolling restart could neither start a new \
+             worker nor retire an old one: give one of them at least 1",
+        ));
+    }
+    let health = health(&cli, &listen, from_env, raw)?;
+    let watch = watch(&cli, from_env)?;
+
     Ok(Config {
         listen,
+        policy: Policy {
+            signal_map: SignalMap::new(rules),
+            stop_signal: cli.stop_signal,
+            stop_timeout: cli.stop_timeout,
+            drain_delay: cli.drain_delay,
+            hook_timeout: cli.hook_timeout,
+            restart_signal,
+            ready: cli.ready,
+            ready_timeout: cli.ready_timeout,
+            drain_timeout: cli.drain_timeout,
+            restart_policy: cli.restart_policy,
+            restart_delay: cli.restart_delay,
+            max_restarts: cli.max_restarts,
+            max_surge,
+            watchdog: cli.watchdog,
+        },
         listen_pid: !cli.no_listen_pid,
         compat: cli.compat,
-        signal_map: SignalMap::new(rules),
-        stop_signal: cli.stop_signal,
-        stop_timeout: cli.stop_timeout,
         process_group: !cli.no_process_group,
         kill_mode: cli.kill_mode,
-        drain_delay: cli.drain_delay,
         pre_stop: cli.pre_stop,
         post_stop: cli.post_stop,
-        hook_timeout: cli.hook_timeout,
-        restart_signal,
-        ready: cli.ready,
-        ready_timeout: cli.ready_timeout,
-        restart_policy: cli.restart_policy,
-        restart_delay: cli.restart_delay,
-        max_restarts: cli.max_restarts,
+        handover: cli.handover,
+        workers,
+        max_unavailable,
+        health,
+        max_memory: cli.max_memory,
+        max_lifetime: cli.max_lifetime.map(MaxLifetime),
+        watch,
         user,
         pid_file: cli.pid_file,
         subreaper: !cli.no_subreaper,
@@ -371,6 +460,128 @@ fn build(cli: Cli, from_env: &dyn Fn(&str) -> bool) -> Result<Config, String> {
         log_format: cli.log_format,
         command: cli.command,
     })
+}
+
+/// `--workers`: `auto` becomes the CPUs graceful-run may use (read only for `auto`).
+fn resolve_workers(count: WorkerCount) -> Workers {
+    match count {
+        WorkerCount::Count(count) => Workers { count, auto: None },
+        WorkerCount::Auto => {
+            let cpus = crate::cpus::available();
+            Workers {
+                count: cpus.count.clamp(1, cli::MAX_WORKERS),
+                auto: Some(cpus),
+            }
+        }
+    }
+}
+
+/// The health flags: one check at most, tuning only with a check, and `--health-http` only
+/// with a stream socket to send its request to.
+fn health(
+    cli: &Cli,
+    listen: &[ListenSpec],
+    from_env: &dyn Fn(&str) -> bool,
+    raw: &dyn Fn(&str) -> Option<String>,
+) -> Result<Option<Health>, String> {
+    let check = match (&cli.health_cmd, &cli.health_http) {
+        (Some(_), Some(path)) => {
+            let flag = "--health-http <PATH>";
+            return Err(invalid_from(
+                flag,
+                &origin(flag, from_env("health_http")),
+                path,
+                "cannot be combined with --health-cmd: give one health check",
+            ));
+        }
+        (Some(command), None) => Some(HealthCheck::Command(command.clone())),
+        (None, Some(path)) => {
+            use crate::listen::Address;
+            let stream = |spec: &ListenSpec| !matches!(spec.address, Address::Udp(..));
+            if !listen.iter().any(stream) {
+                let flag = "--health-http <PATH>";
+                return Err(invalid_from(
+                    flag,
+                    &origin(flag, from_env("health_http")),
+                    path,
+                    "needs a stream socket to send the request to: give --listen with a TCP or \
+                     unix socket",
+                ));
+            }
+            Some(HealthCheck::Http(path.clone()))
+        }
+        (None, None) => None,
+    };
+    let tuning = [
+        ("health_interval", "--health-interval <DURATION>"),
+        ("health_timeout", "--health-timeout <DURATION>"),
+        ("health_retries", "--health-retries <N>"),
+        ("health_start_period", "--health-start-period <DURATION>"),
+    ];
+    let Some(check) = check else {
+        if let Some((id, flag, value)) = tuning
+            .into_iter()
+            .find_map(|(id, flag)| Some((id, flag, raw(id)?)))
+        {
+            return Err(invalid_from(
+                flag,
+                &origin(flag, from_env(id)),
+                &value,
+                "tunes a health check, and none is given: add --health-cmd or --health-http",
+            ));
+        }
+        return Ok(None);
+    };
+    Ok(Some(Health {
+        check,
+        interval: cli.health_interval.unwrap_or(cli::DEFAULT_HEALTH_INTERVAL),
+        timeout: cli.health_timeout.unwrap_or(cli::DEFAULT_HEALTH_TIMEOUT),
+        retries: cli.health_retries.unwrap_or(cli::DEFAULT_HEALTH_RETRIES),
+        start_period: cli
+            .health_start_period
+            .unwrap_or(cli::DEFAULT_HEALTH_START_PERIOD),
+    }))
+}
+
+/// `--watch` paths exist (and are made absolute); `--build` needs `--watch`.
+fn watch(cli: &Cli, from_env: &dyn Fn(&str) -> bool) -> Result<Option<Watch>, String> {
+    let paths = parse_all(
+        &cli.watch,
+        from_env("watch"),
+        "--watch <PATH>",
+        watched_path,
+    )?;
+    if paths.is_empty() {
+        if let Some(build) = &cli.build {
+            let flag = "--build <CMD>";
+            return Err(invalid_from(
+                flag,
+                &origin(flag, from_env("build")),
+                build,
+                "needs --watch PATH: the build runs when a watched file changes",
+            ));
+        }
+        return Ok(None);
+    }
+    Ok(Some(Watch {
+        paths,
+        build: cli.build.clone(),
+    }))
+}
+
+/// An existing file or directory, made absolute against the current directory.
+fn watched_path(text: &str) -> Result<PathBuf, String> {
+    if text.is_empty() {
+        return Err("the path is empty".into());
+    }
+    let metadata = std::fs::metadata(text).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => "no such file or directory".to_string(),
+        _ => e.to_string(),
+    })?;
+    if !(metadata.is_dir() || metadata.is_file()) {
+        return Err("not a file or a directory".into());
+    }
+    std::path::absolute(text).map_err(|e| e.to_string())
 }
 
 /// SERVER_STARTER_PORT is `KEY=FD` pairs joined with `;`, and Server::Starter's readers split
@@ -445,6 +656,18 @@ fn resolve_user(spec: &str) -> Result<Option<Credentials>, String> {
         (None, Ok(uid)) => uid,
         (None, Err(_)) => unreachable!("a name without an entry was rejected above"),
     };
+    // (uid_t)-1 and (gid_t)-1 mean "leave unchanged" to setresuid(2) and setresgid(2): the
+    // command would quietly keep graceful-run's identity.
+    if uid == u32::MAX {
+        return Err(format!(
+            "uid {uid} is (uid_t)-1, which setuid(2) takes as \"no change\""
+        ));
+    }
+    if gid == u32::MAX {
+        return Err(format!(
+            "gid {gid} is (gid_t)-1, which setgid(2) takes as \"no change\""
+        ));
+    }
     let groups = match &entry {
         Some(user) => {
             let name = std::ffi::CString::new(user.name.as_bytes())
@@ -480,6 +703,8 @@ fn resolve_user(spec: &str) -> Result<Option<Credentials>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::policy::Ready;
+    use crate::signal::Signal;
 
     fn parse_args(args: &[&str]) -> Result<Config, Stop> {
         parse(std::iter::once("graceful-run").chain(args.iter().copied()))
@@ -503,26 +728,12 @@ mod tests {
     #[test]
     fn defaults() {
         let config = parse_args(&["true"]).unwrap();
-        assert_eq!(config.stop_timeout, Duration::from_secs(10));
-        assert_eq!(config.restart_signal, Some(Signal::HUP));
-        assert_eq!(config.ready, Ready::Auto);
-        assert_eq!(config.stop_mapping(Signal::INT), Mapping::To(Signal::INT));
+        assert_eq!(config.policy.stop_timeout, Duration::from_secs(10));
+        assert_eq!(config.policy.restart_signal, Some(Signal::HUP));
+        assert_eq!(config.policy.ready, Ready::Auto);
+        assert_eq!(config.handover, Handover::Steer);
+        assert_eq!(config.policy.drain_timeout, Duration::from_secs(30));
         assert!(config.process_group && config.listen_pid && config.subreaper);
-    }
-
-    #[test]
-    fn stop_signal_follows_the_map_unless_given() {
-        let config = parse_args(&["--map-signal", "TERM:QUIT", "true"]).unwrap();
-        assert_eq!(
-            config.stop_mapping(Signal::TERM),
-            Mapping::To("QUIT".parse().unwrap())
-        );
-        let config =
-            parse_args(&["--map-signal", "TERM:QUIT", "--stop-signal", "USR1", "true"]).unwrap();
-        assert_eq!(
-            config.stop_mapping(Signal::TERM),
-            Mapping::To("USR1".parse().unwrap())
-        );
     }
 
     #[test]
@@ -549,12 +760,380 @@ mod tests {
             message.contains("--user") && message.contains("no-such-user-xyz"),
             "{message}"
         );
+        for spec in ["4294967295:0", "0:4294967295"] {
+            let message = error(&["--user", spec, "true"]);
+            assert!(
+                message.contains("--user") && message.contains(spec) && message.contains("-1"),
+                "{message}"
+            );
+        }
         let message = error(&["--exit-code-map", "300:0", "true"]);
         assert!(message.contains("--exit-code-map"), "{message}");
         let message = error(&["--bogus", "true"]);
         assert!(message.contains("--bogus"), "{message}");
         assert!(!message.contains('\n'));
         assert!(error(&[]).contains("no COMMAND"));
+    }
+
+    #[test]
+    fn trigger_and_worker_defaults() {
+        let config = parse_args(&["true"]).unwrap();
+        assert_eq!(
+            config.workers,
+            Workers {
+                count: 1,
+                auto: None
+            }
+        );
+        assert_eq!((config.policy.max_surge, config.max_unavailable), (1, 0));
+        assert_eq!(config.health, None);
+        assert_eq!(config.policy.watchdog, None);
+        assert_eq!(config.max_memory, None);
+        assert_eq!(config.max_lifetime, None);
+        assert_eq!(config.watch, None);
+    }
+
+    #[test]
+    fn workers_take_a_count_or_auto() {
+        let config = parse_args(&["-w", "4", "--max-surge", "2", "true"]).unwrap();
+        assert_eq!(config.workers.count, 4);
+        assert_eq!(config.policy.max_surge, 2);
+        let config = parse_args(&["--workers", "AUTO", "true"]).unwrap();
+        let cpus = config.workers.auto.expect("auto says what it found");
+        assert_eq!(config.workers.count, cpus.count);
+        assert!(config.workers.count >= 1);
+        let config = parse_args(&["--max-surge", "0", "--max-unavailable", "1", "true"]).unwrap();
+        assert_eq!((config.policy.max_surge, config.max_unavailable), (0, 1));
+        let config = parse_args(&["--workers", "1024", "true"]).unwrap();
+        assert_eq!(config.workers.count, cli::MAX_WORKERS);
+    }
+
+    #[test]
+    fn bad_worker_counts_are_refused() {
+        for (args, needle) in [
+            (&["-w", "0"][..], "at least 1"),
+            (&["-w", "-1"], "cannot be negative"),
+            (&["-w", "four"], "whole number"),
+            (&["-w", "2.5"], "whole number"),
+            (&["-w", "1025"], "at most 1024"),
+            (&["-w", "99999999999999999999"], "at most 1024"),
+            (&["--max-surge", "-1"], "cannot be negative"),
+            (&["--max-surge", "2000"], "at most 1024"),
+            (&["--max-unavailable", "x"], "whole number"),
+            (&["--max-surge", "0"], "neither start"),
+        ] {
+            let mut all = args.to_vec();
+            all.push("true");
+            let message = error(&all);
+            let flag = if args[0] == "-w" {
+                "--workers"
+            } else {
+                args[0]
+            };
+            assert!(
+                message.contains(flag) && message.contains(&format!("'{}'", args[1])),
+                "{args:?}: {message}"
+            );
+            assert!(message.contains(needle), "{args:?}: {message}");
+        }
+    }
+
+    #[test]
+    fn health_flags_follow_docker() {
+        let config = parse_args(&["--health-cmd", "curl -f localhost", "true"]).unwrap();
+        assert_eq!(
+            config.health,
+            Some(Health {
+                check: HealthCheck::Command("curl -f localhost".into()),
+                interval: Duration::from_secs(30),
+                timeout: Duration::from_secs(30),
+                retries: 3,
+                start_period: Duration::ZERO,
+            })
+        );
+        let config = parse_args(&[
+            "-l",
+            "127.0.0.1:0",
+            "--health-http",
+            "/healthz?full=1",
+            "--health-interval",
+            "5s",
+            "--health-timeout",
+            "500ms",
+            "--health-retries",
+            "1",
+            "--health-start-period",
+            "1m",
+            "true",
+        ])
+        .unwrap();
+        let health = config.health.expect("a check is given");
+        assert_eq!(health.check, HealthCheck::Http("/healthz?full=1".into()));
+        assert_eq!(health.interval, Duration::from_secs(5));
+        assert_eq!(health.timeout, Duration::from_millis(500));
+        assert_eq!(health.retries, 1);
+        assert_eq!(health.start_period, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn bad_health_flags_are_refused() {
+        for (args, flag, needle) in [
+            (
+                &["--health-cmd", "x", "--health-interval", "0"][..],
+                "--health-interval",
+                "more than 0",
+            ),
+            (
+                &["--health-cmd", "x", "--health-interval", "-5s"],
+                "--health-interval",
+                "negative",
+            ),
+            (
+                &["--health-cmd", "x", "--health-timeout", "0s"],
+                "--health-timeout",
+                "more than 0",
+            ),
+            (
+                &["--health-cmd", "x", "--health-timeout", "10us"],
+                "--health-timeout",
+                "at least 1ms",
+            ),
+            (
+                &["--health-cmd", "x", "--health-retries", "0"],
+                "--health-retries",
+                "at least 1",
+            ),
+            (
+                &["--health-cmd", "x", "--health-start-period", "-1s"],
+                "--health-start-period",
+                "negative",
+            ),
+            (&["--health-cmd", ""], "--health-cmd", "empty"),
+            (
+                &["-l", "127.0.0.1:0", "--health-http", "healthz"],
+                "--health-http",
+                "starting with '/'",
+            ),
+            (
+                &["-l", "127.0.0.1:0", "--health-http", "/a b"],
+                "--health-http",
+                "a space",
+            ),
+            (
+                &["-l", "127.0.0.1:0", "--health-http", "/a\r\nX: y"],
+                "--health-http",
+                "control",
+            ),
+            (
+                &["-l", "127.0.0.1:0", "--health-http", "/é"],
+                "--health-http",
+                "percent-encode",
+            ),
+            (
+                &["--health-http", "/healthz"],
+                "--health-http",
+                "needs a stream socket",
+            ),
+            (
+                &["-l", "udp://127.0.0.1:0", "--health-http", "/healthz"],
+                "--health-http",
+                "needs a stream socket",
+            ),
+            (
+                &[
+                    "-l",
+                    "127.0.0.1:0",
+                    "--health-http",
+                    "/h",
+                    "--health-cmd",
+                    "true",
+                ],
+                "--health-http",
+                "cannot be combined",
+            ),
+            (
+                &["--health-interval", "5s"],
+                "--health-interval",
+                "add --health-cmd",
+            ),
+            (
+                &["--health-retries", "5"],
+                "--health-retries",
+                "add --health-cmd",
+            ),
+            (
+                &["--health-start-period", "0s"],
+                "--health-start-period",
+                "add --health-cmd",
+            ),
+            (
+                &["--health-timeout", "1s"],
+                "--health-timeout",
+                "add --health-cmd",
+            ),
+        ] {
+            let mut all = args.to_vec();
+            all.push("true");
+            let message = error(&all);
+            assert!(message.contains(flag), "{args:?}: {message}");
+            assert!(message.contains(needle), "{args:?}: {message}");
+            assert!(!message.contains('\n'), "{args:?}: {message}");
+        }
+    }
+
+    #[test]
+    fn resource_triggers_parse() {
+        let config = parse_args(&[
+            "--watchdog",
+            "10s",
+            "--max-memory",
+            "1.5G",
+            "--max-lifetime",
+            "1h",
+            "true",
+        ])
+        .unwrap();
+        assert_eq!(config.policy.watchdog, Some(Duration::from_secs(10)));
+        assert_eq!(config.max_memory, Some(MemorySize(3 << 29)));
+        assert_eq!(
+            config.max_lifetime,
+            Some(MaxLifetime(Duration::from_secs(3600)))
+        );
+    }
+
+    #[test]
+    fn memory_sizes() {
+        for (text, bytes) in [
+            ("512M", 512u64 << 20),
+            ("512m", 512 << 20),
+            ("512MiB", 512 << 20),
+            ("512 MB", 512 << 20),
+            ("1G", 1 << 30),
+            ("1.5g", 3 << 29),
+            (".5G", 1 << 29),
+            ("2048K", 2 << 20),
+            ("1T", 1 << 40),
+            ("1048576", 1 << 20),
+            ("1048576B", 1 << 20),
+            ("1.1G", 1_181_116_006),
+        ] {
+            assert_eq!(
+                cli::parse_memory_size(text),
+                Ok(MemorySize(bytes)),
+                "{text}"
+            );
+        }
+        for (text, needle) in [
+            ("10X", "unknown unit 'X'"),
+            ("-1M", "negative"),
+            ("0", "more than 0"),
+            ("0M", "more than 0"),
+            ("512", "at least 1M"),
+            ("1023K", "at least 1M"),
+            ("", "expected a size"),
+            ("M", "expected a size"),
+            ("1.2.3G", "expected a size"),
+            ("99999999999T", "too large"),
+            ("18446744073709551616", "too large"),
+        ] {
+            let why = cli::parse_memory_size(text).expect_err(text);
+            assert!(why.contains(needle), "{text}: {why}");
+        }
+        assert_eq!(MemorySize(512 << 20).to_string(), "512M");
+        assert_eq!(MemorySize(3 << 29).to_string(), "1536M");
+        assert_eq!(MemorySize((1 << 20) + 1).to_string(), "1048577");
+    }
+
+    #[test]
+    fn bad_resource_triggers_are_refused() {
+        for (args, flag, needle) in [
+            (&["--max-memory", "10X"][..], "--max-memory", "unknown unit"),
+            (&["--max-memory", "-1M"], "--max-memory", "negative"),
+            (&["--max-memory", "0"], "--max-memory", "more than 0"),
+            (&["--watchdog", "0"], "--watchdog", "more than 0"),
+            (&["--watchdog", "-1s"], "--watchdog", "negative"),
+            (&["--max-lifetime", "0s"], "--max-lifetime", "more than 0"),
+            (
+                &["--max-lifetime", "500ms"],
+                "--max-lifetime",
+                "at least 1s",
+            ),
+            (&["--max-lifetime", "-1h"], "--max-lifetime", "negative"),
+        ] {
+            let mut all = args.to_vec();
+            all.push("true");
+            let message = error(&all);
+            assert!(
+                message.contains(flag) && message.contains(&format!("'{}'", args[1])),
+                "{args:?}: {message}"
+            );
+            assert!(message.contains(needle), "{args:?}: {message}");
+        }
+    }
+
+    #[test]
+    fn lifetimes_are_drawn_from_the_last_tenth() {
+        let hour = MaxLifetime(Duration::from_secs(3600));
+        assert_eq!(hour.jittered(0), Duration::from_secs(3600));
+        assert_eq!(hour.jittered(u64::MAX / 2 + 1), Duration::from_secs(3420));
+        let shortest = hour.jittered(u64::MAX);
+        assert!(
+            shortest > Duration::from_secs(3240) && shortest < Duration::from_millis(3_240_001),
+            "{shortest:?}"
+        );
+        let drawn: Vec<Duration> = (0..50).map(|_| hour.draw()).collect();
+        assert!(
+            drawn
+                .iter()
+                .all(|d| *d >= Duration::from_secs(3240) && *d <= Duration::from_secs(3600))
+        );
+        assert!(
+            drawn.iter().any(|d| *d != drawn[0]),
+            "50 draws are not all equal"
+        );
+    }
+
+    #[test]
+    fn watch_paths_exist_and_build_needs_watch() {
+        let dir = std::env::temp_dir().join(format!("gr-config-{}", crate::random::token()));
+        std::fs::create_dir(&dir).unwrap();
+        let file = dir.join("main.go");
+        std::fs::write(&file, "package main").unwrap();
+        let (d, f) = (dir.display().to_string(), file.display().to_string());
+        let config =
+            parse_args(&["--watch", &d, "--watch", &f, "--build", "go build", "true"]).unwrap();
+        assert_eq!(
+            config.watch,
+            Some(Watch {
+                paths: vec![dir.clone(), file.clone()],
+                build: Some("go build".into()),
+            })
+        );
+        // Relative paths are made absolute against the directory graceful-run starts in.
+        let config = parse_args(&["--watch", "src", "true"]).unwrap();
+        let watch = config.watch.expect("--watch given");
+        assert!(watch.paths[0].is_absolute() && watch.paths[0].ends_with("src"));
+        assert_eq!(watch.build, None);
+
+        let missing = dir.join("missing").display().to_string();
+        for (args, flag, needle) in [
+            (&["--watch", &missing][..], "--watch", "no such file"),
+            (&["--watch", ""], "--watch", "empty"),
+            (
+                &["--watch", "/dev/null"],
+                "--watch",
+                "not a file or a directory",
+            ),
+            (&["--build", "make"], "--build", "needs --watch"),
+            (&["--watch", &d, "--build", " "], "--build", "empty"),
+        ] {
+            let mut all = args.to_vec();
+            all.push("true");
+            let message = error(&all);
+            assert!(message.contains(flag), "{args:?}: {message}");
+            assert!(message.contains(needle), "{args:?}: {message}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
@@ -596,6 +1175,28 @@ mod tests {
     }
 
     #[test]
+    fn handover_and_drain_timeout() {
+        let config =
+            parse_args(&["--handover", "shared", "--drain-timeout", "1.5", "true"]).unwrap();
+        assert_eq!(config.handover, Handover::Shared);
+        assert_eq!(config.policy.drain_timeout, Duration::from_millis(1500));
+        let config = parse_args(&["--drain-timeout", "0", "true"]).unwrap();
+        assert_eq!(config.policy.drain_timeout, Duration::ZERO);
+        let message = error(&["--handover", "steering", "true"]);
+        assert!(
+            message.contains("'--handover <MODE>'")
+                && message.contains("'steering'")
+                && message.contains("steer, shared"),
+            "{message}"
+        );
+        let message = error(&["--drain-timeout", "forever", "true"]);
+        assert!(
+            message.contains("'--drain-timeout <DURATION>'") && message.contains("'forever'"),
+            "{message}"
+        );
+    }
+
+    #[test]
     fn ready_modes_and_typos() {
         for (text, ready) in [
             ("auto", Ready::Auto),
@@ -605,7 +1206,7 @@ mod tests {
             ("0.5", Ready::After(Duration::from_millis(500))),
         ] {
             let config = parse_args(&["--ready", text, "true"]).unwrap();
-            assert_eq!(config.ready, ready, "{text}");
+            assert_eq!(config.policy.ready, ready, "{text}");
         }
         let message = error(&["--ready", "acepting", "true"]);
         assert!(message.contains("did you mean accepting?"), "{message}");

@@ -43,7 +43,9 @@ pub const SECTIONS: &[Section] = &[
             ),
             Item(
                 "NOTIFY_SOCKET",
-                "Unless --ready is a duration: the generation's own sd_notify socket. \
+                "Unless --ready is a duration: the generation's own sd_notify socket. A \
+                 message counts only from a process of the generation (its main process, its \
+                 process group, a descendant) that still exists when it is read. \
                  graceful-run's own NOTIFY_SOCKET, if it has one, is never passed on.",
             ),
             Item(
@@ -76,8 +78,8 @@ pub const SECTIONS: &[Section] = &[
                  the flag in capitals with dashes as underscores (--stop-timeout is \
                  GRACEFUL_RUN_STOP_TIMEOUT). A flag given on the command line wins. Switches take \
                  true/false, yes/no, on/off or 1/0. Variables of repeatable flags (LISTEN, \
-                 MAP_SIGNAL, EXIT_CODE_MAP) take several values separated by spaces; COMPAT takes \
-                 commas.",
+                 MAP_SIGNAL, EXIT_CODE_MAP, WATCH) take several values separated by spaces; \
+                 COMPAT takes commas.",
             ),
             Example(
                 "A Dockerfile configures the entrypoint without repeating it:",

@@ -31,7 +31,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use nix::errno::Errno;
 use nix::libc;
 
-use crate::cli::LogFormat;
+use crate::policy::LogFormat;
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
 pub enum Level {
@@ -114,18 +114,22 @@ pub fn enabled(level: Level) -> bool {
 #[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
 pub struct Subject {
     pub generation: Option<u64>,
+    /// The worker's index, when the command runs as several workers (`--workers`).
+    pub worker: Option<u32>,
     pub pid: Option<i32>,
 }
 
 impl Subject {
     pub const NONE: Subject = Subject {
         generation: None,
+        worker: None,
         pid: None,
     };
 
     pub fn generation(generation: u64, pid: i32) -> Subject {
         Subject {
             generation: Some(generation),
+            worker: None,
             pid: Some(pid),
         }
     }
@@ -134,6 +138,7 @@ impl Subject {
     pub fn generation_only(generation: u64) -> Subject {
         Subject {
             generation: Some(generation),
+            worker: None,
             pid: None,
         }
     }
@@ -141,6 +146,7 @@ impl Subject {
     pub fn pid(pid: i32) -> Subject {
         Subject {
             generation: None,
+            worker: None,
             pid: Some(pid),
         }
     }
@@ -172,13 +178,17 @@ fn format_line(level: Level, subject: Subject, message: fmt::Arguments<'_>) -> S
 
 fn text_line(level: Level, subject: Subject, message: fmt::Arguments<'_>) -> String {
     let mut line = String::from("graceful-run: ");
+    if let Some(generation) = subject.generation {
+        let _ = write!(line, "gen {generation}");
+        if let Some(worker) = subject.worker {
+            let _ = write!(line, " worker {worker}");
+        }
+    }
     match (subject.generation, subject.pid) {
-        (Some(generation), Some(pid)) => {
-            let _ = write!(line, "gen {generation} (pid {pid}): ");
+        (Some(_), Some(pid)) => {
+            let _ = write!(line, " (pid {pid}): ");
         }
-        (Some(generation), None) => {
-            let _ = write!(line, "gen {generation}: ");
-        }
+        (Some(_), None) => line.push_str(": "),
         (None, Some(pid)) => {
             let _ = write!(line, "pid {pid}: ");
         }
@@ -193,7 +203,7 @@ fn text_line(level: Level, subject: Subject, message: fmt::Arguments<'_>) -> Str
     // One line per message whatever it echoes (a command's path, a STATUS= from the command):
     // control characters would split it or drive the terminal.
     if line[start..].chars().any(char::is_control) {
-        let escaped = crate::config::escape_controls(&line[start..]).to_string();
+        let escaped = crate::text::escape_controls(&line[start..]).to_string();
         line.truncate(start);
         line.push_str(&escaped);
     }
@@ -206,6 +216,9 @@ fn json_line(level: Level, subject: Subject, message: fmt::Arguments<'_>) -> Str
     let mut line = format!("{{\"time\":\"{time}\",\"level\":\"{}\"", level.name());
     if let Some(generation) = subject.generation {
         let _ = write!(line, ",\"gen\":{generation}");
+    }
+    if let Some(worker) = subject.worker {
+        let _ = write!(line, ",\"worker\":{worker}");
     }
     if let Some(pid) = subject.pid {
         let _ = write!(line, ",\"pid\":{pid}");

@@ -6,18 +6,33 @@
 //!
 //! The sockets are files, in the form systemd itself uses (`/run/.../notify`): abstract
 //! `@names` are not understood by every client (Debian's ruby `sd_notify` gem, and so puma,
-//! crashes on one), and any local user could write to an abstract name. They live in one
-//! private directory per graceful-run ([`NotifyDir`]): created under `$XDG_RUNTIME_DIR` when
-//! set and usable, else `/run` when writable, else `$TMPDIR` or `/tmp`, with an
-//! unpredictable name, mode 0700, and owned by the `--user` user when there is one, so that
-//! the generation's user and nobody else (but root) can reach the sockets. A socket file is
-//! removed when its generation is gone ([`NotifySocket`]'s drop), the directory at exit.
-//! sun_path holds 108 bytes: a base directory whose sockets would not fit is skipped.
+//! crashes on one), and any local user could write to an abstract name. They live in
+//! graceful-run's private directory ([`crate::private_dir`]: root-owned, worked on through a
+//! descriptor, never by path), made with the first generation's socket under
+//! `$XDG_RUNTIME_DIR` when set and usable, else `/run`, else `$TMPDIR` or `/tmp`. Each socket
+//! file is mode 0700 and, with `--user`, handed to that user: the generation's user and root
+//! can reach it, nobody else. A socket file is removed when its generation is gone
+//! ([`NotifySocket`]'s drop), the directory at exit.
 //!
-//! `SO_PASSCRED` gives each datagram's sender pid and uid; datagrams from a uid the socket
-//! was not told to allow (at bind: root, graceful-run's own, `--user`'s) are ignored, as are
-//! malformed ones. Those warnings are rate-limited per socket (a few lines a second, then one
-//! line counting the rest), so a flood of datagrams cannot flood the log. File descriptors a
+//! # Who may notify
+//!
+//! `SO_PASSCRED` gives each datagram's sender pid and uid (the kernel vouches for both). A
+//! datagram is acted on only if it comes from a uid the socket allows (root, graceful-run's
+//! own, `--user`'s) *and* from a process of the generation itself ([`Members`]: its main
+//! process, its process group, or the main process's descendants), as systemd accepts
+//! notifications only from the unit's own processes: an unrelated process of the same user
+//! cannot mark a generation ready while it still boots. The sender is checked when its
+//! datagram is read, so a sender must still exist then; one that exits right after sending
+//! is refused, which is why `graceful-run notify`, like `systemd-notify`, waits until its
+//! message has been taken (BARRIER=1). Every refusal, and every malformed datagram, is
+//! logged at warning level, a few lines a second per socket and then one line counting the
+//! rest, so a flood of datagrams cannot flood the log.
+//!
+//! `STATUS=` is kept, not logged: the last one of each generation is what `graceful-run ctl
+//! status` shows ([`NotifySocket::last_status`]), and at most [`STATUSES_PER_WINDOW`] a
+//! second go on to the supervisor (which logs them at debug level and relays the current
+//! generation's to systemd); the latest one held back follows at the end of the second. A
+//! server that sends thousands a second costs a few lines at most. File descriptors a
 //! datagram carries (`BARRIER=1`, fd stores; at most SCM_MAX_FD = 253) are closed at once, as
 //! systemd does with ones it does not keep; room for all 253 is reserved, and a truncated
 //! control message (MSG_CTRUNC) is reported: the kernel discards what did not fit, and
@@ -29,28 +44,30 @@
 //! once the first generation is ready, RELOADING=1 with MONOTONIC_USEC when a restart starts,
 //! READY=1 when the handover is done, and STOPPING=1 at stop.
 
+use std::ffi::OsStr;
 use std::io::{self, IoSliceMut};
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt};
-use std::path::{Path, PathBuf};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
 use std::pin::Pin;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use nix::libc;
 use nix::sys::socket::{
-    AddressFamily, ControlMessageOwned, MsgFlags, SockFlag, SockType, UnixAddr, bind, recvmsg,
-    sendto, setsockopt, socket, sockopt,
+    AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags, SockFlag, SockType, UnixAddr,
+    bind, recvmsg, sendmsg, sendto, setsockopt, socket, sockopt,
 };
 use tokio::io::unix::AsyncFd;
 
 use crate::log::Subject;
+use crate::private_dir::{Handover, PrivateDir};
 use crate::spawn::Credentials;
 use crate::warn;
 
 /// systemd's NOTIFY_BUFFER_MAX: longer datagrams are not notifications.
-const MESSAGE_MAX: usize = 4096;
+pub const MESSAGE_MAX: usize = 4096;
 
 /// The kernel's SCM_MAX_FD: the most descriptors one datagram can carry.
 const SCM_MAX_FD: usize = 253;
@@ -59,6 +76,10 @@ const SCM_MAX_FD: usize = 253;
 /// are counted and summed up in one line when the window ends.
 const WARNINGS_PER_WINDOW: u32 = 3;
 const WARNING_WINDOW: Duration = Duration::from_secs(1);
+
+/// `STATUS=` values passed on to the supervisor per socket in each [`WARNING_WINDOW`]; the
+/// latest one held back follows when the window ends.
+pub const STATUSES_PER_WINDOW: u32 = 4;
 
 /// One datagram received on a generation's socket.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -90,169 +111,121 @@ pub fn parse_fields(text: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-/// The private directory that holds every generation's notify socket; removed on drop.
+/// The private directory that holds every generation's notify socket (see `private_dir`).
 #[derive(Debug)]
 pub struct NotifyDir {
-    path: PathBuf,
+    dir: Arc<PrivateDir>,
+    /// Who each socket file is handed to (uid, gid): the `--user` user, when it is not
+    /// graceful-run's own.
+    owner: Option<(u32, u32)>,
+    swept: bool,
+    /// Said once that the socket files are open to all (no CAP_CHOWN).
+    said_open: std::cell::Cell<bool>,
 }
 
 impl NotifyDir {
-    /// Creates the directory (see the module docs for where), owned by `owner` if given.
-    pub fn create(owner: Option<&Credentials>) -> io::Result<NotifyDir> {
-        let candidates = base_candidates(
-            std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from),
-            std::env::var_os("TMPDIR").map(PathBuf::from),
-        );
-        let mut last_error = io::Error::new(
-            io::ErrorKind::NotFound,
-            "no usable directory among $XDG_RUNTIME_DIR, /run, $TMPDIR and /tmp",
-        );
-        for base in candidates {
-            if !usable_base(&base, owner) {
-                crate::debug!(
-                    crate::log::Subject::NONE,
-                    "NOTIFY_SOCKET: {} is not usable",
-                    base.display()
-                );
-                continue;
-            }
-            match create_private(&base, owner) {
-                Ok(path) => return Ok(NotifyDir { path }),
-                Err(e) => last_error = e,
-            }
-        }
-        Err(last_error)
+    /// Creates the directory; `user` (`--user`) gets each generation's socket file.
+    pub fn create(user: Option<&Credentials>) -> io::Result<NotifyDir> {
+        let euid = nix::unistd::geteuid().as_raw();
+        Ok(NotifyDir {
+            dir: Arc::new(PrivateDir::create(user)?),
+            owner: user.filter(|u| u.uid != euid).map(|u| (u.uid, u.gid)),
+            swept: false,
+            said_open: std::cell::Cell::new(false),
+        })
     }
 
     pub fn path(&self) -> &Path {
-        &self.path
+        self.dir.path()
     }
 
     /// Binds generation `generation`'s socket; datagrams from uids not in `allowed_uids` are
-    /// ignored. Must run inside the tokio runtime.
+    /// ignored, and so are those from processes not of the generation (see
+    /// [`NotifySocket::accept_from`]). Must run inside the tokio runtime.
     pub fn bind(&self, generation: u64, allowed_uids: &[u32]) -> io::Result<NotifySocket> {
-        let path = self.path.join(generation.to_string());
-        let address = path
-            .to_str()
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "non-UTF-8 path"))?
-            .to_string();
-        let fd = socket(
-            AddressFamily::Unix,
-            SockType::Datagram,
-            SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
-            None,
-        )?;
-        // A leftover of a generation with the same number cannot exist (numbers are never
-        // reused), but a file the owner planted in its own directory could: replace it.
-        let _ = std::fs::remove_file(&path);
-        // The file is created 0700 by bind itself: a chmod afterwards would follow a symlink
-        // that the directory's owner (--user) could swap in meanwhile.
-        with_private_umask(|| bind(fd.as_raw_fd(), &UnixAddr::new(&path)?))?;
+        let name = generation.to_string();
+        let (fd, address, handover) = self.dir.bind_datagram(&name, self.owner)?;
+        if handover == Handover::OpenToAll && !self.said_open.replace(true) {
+            crate::info!(
+                Subject::NONE,
+                "NOTIFY_SOCKET files are open to every local user: graceful-run may not give \
+                 them to uid {} (no CAP_CHOWN); only that uid's processes of each generation \
+                 are listened to",
+                self.owner.map_or(0, |(uid, _)| uid)
+            );
+        }
         // From here on the file is removed by NotifySocket's drop, or right here on failure.
-        let socket = SocketFile(path);
-        let dir_meta = std::fs::metadata(&self.path)?;
-        if dir_meta.uid() != nix::unistd::geteuid().as_raw() {
-            // The directory belongs to --user: so does the socket, which it must write to.
-            std::os::unix::fs::lchown(&socket.0, Some(dir_meta.uid()), Some(dir_meta.gid()))?;
-        }
-        NotifySocket::open(fd, address, generation, allowed_uids, Some(socket))
-    }
-}
-
-impl Drop for NotifyDir {
-    fn drop(&mut self) {
-        // Private: nothing in it but our sockets (and whatever the owner put there).
-        let _ = std::fs::remove_dir_all(&self.path);
-    }
-}
-
-/// `$XDG_RUNTIME_DIR`, /run, `$TMPDIR`, /tmp, in that order (relative paths are skipped).
-fn base_candidates(xdg_runtime_dir: Option<PathBuf>, tmpdir: Option<PathBuf>) -> Vec<PathBuf> {
-    let mut candidates: Vec<PathBuf> = xdg_runtime_dir.into_iter().collect();
-    candidates.push(PathBuf::from("/run"));
-    candidates.extend(tmpdir);
-    candidates.push(PathBuf::from("/tmp"));
-    candidates.retain(|path| path.is_absolute());
-    candidates
-}
-
-/// `graceful-run.` + 16 hex digits: the directory's name.
-const DIR_NAME_LENGTH: usize = "graceful-run.".len() + 16;
-
-/// Whether `base` can hold the directory: writable and searchable by us, short enough for
-/// `base/graceful-run.XXXX/<generation>` to fit in sun_path, and (with `--user`) searchable by
-/// that user, who must reach the socket.
-fn usable_base(base: &Path, owner: Option<&Credentials>) -> bool {
-    use std::os::unix::ffi::OsStrExt;
-    // "/" + dir name + "/" + up to 20 digits + NUL.
-    if base.as_os_str().as_bytes().len() + 1 + DIR_NAME_LENGTH + 1 + 20 + 1 > 108 {
-        return false;
-    }
-    let Ok(meta) = std::fs::metadata(base) else {
-        return false;
-    };
-    if !meta.is_dir() {
-        return false;
-    }
-    if nix::unistd::access(
-        base,
-        nix::unistd::AccessFlags::W_OK | nix::unistd::AccessFlags::X_OK,
-    )
-    .is_err()
-    {
-        return false;
-    }
-    match owner {
-        Some(owner) if owner.uid != nix::unistd::geteuid().as_raw() => {
-            let mode = meta.mode();
-            meta.uid() == owner.uid
-                || mode & 0o001 != 0
-                || (mode & 0o010 != 0
-                    && (meta.gid() == owner.gid || owner.groups.contains(&meta.gid())))
-        }
-        _ => true,
-    }
-}
-
-/// mkdir with an unpredictable name and mode 0700 (mkdir is exclusive: an existing name,
-/// planted or not, is never reused), then handed to `owner`.
-fn create_private(base: &Path, owner: Option<&Credentials>) -> io::Result<PathBuf> {
-    loop {
-        let path = base.join(format!("graceful-run.{}", crate::random::token()));
-        // Exactly 0700, whatever the umask, without a chmod that would follow a symlink.
-        match with_private_umask(|| std::fs::DirBuilder::new().mode(0o700).create(&path)) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(e),
-        }
-        let owned = match owner {
-            Some(owner) => std::os::unix::fs::lchown(&path, Some(owner.uid), Some(owner.gid)),
-            None => Ok(()),
+        let file = SocketFile {
+            dir: Arc::clone(&self.dir),
+            name,
         };
-        if let Err(e) = owned {
-            let _ = std::fs::remove_dir(&path);
-            return Err(e);
+        NotifySocket::open(fd, address, generation, allowed_uids, Some(file))
+    }
+
+    /// Once, after the first generation has started (off the path to its exec): removes the
+    /// directories that killed instances left in the same base.
+    pub fn sweep_once(&mut self) {
+        if !std::mem::replace(&mut self.swept, true) {
+            self.dir.sweep_dead();
         }
-        return Ok(path);
     }
 }
 
-/// Runs `create` under umask 077, so that what it creates is exactly as private as asked.
-/// The umask is process-wide; graceful-run creates files from its one thread.
-fn with_private_umask<T>(create: impl FnOnce() -> T) -> T {
-    let previous = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
-    let result = create();
-    nix::sys::stat::umask(previous);
-    result
-}
-
-/// A socket file, removed on drop.
+/// A socket file in the private directory, removed on drop.
 #[derive(Debug)]
-struct SocketFile(PathBuf);
+struct SocketFile {
+    dir: Arc<PrivateDir>,
+    name: String,
+}
 
 impl Drop for SocketFile {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
+        self.dir.remove(&self.name);
+    }
+}
+
+/// The processes allowed to notify for a generation: its main process, the members of its
+/// process group, and the main process's descendants. systemd's NotifyAccess=all accepts the
+/// unit's control group; the group and the tree are graceful-run's nearest equivalent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Members {
+    /// The generation's main process. A process whose process group id is this pid is in
+    /// the group the main process leads (without a group of its own, the main process's
+    /// pid is nobody's group id).
+    pub leader: i32,
+    /// /proc describes our pid namespace, so the leader's descendants can be found there.
+    pub tree: bool,
+}
+
+impl Members {
+    /// Whether the process `pid` (as SCM_CREDENTIALS gives it: 0 when it is not visible in
+    /// our pid namespace) belongs to the generation; else why not.
+    fn check(&self, pid: i32) -> Result<(), String> {
+        if pid <= 0 {
+            return Err("a process outside graceful-run's pid namespace sent it".to_string());
+        }
+        if pid == self.leader {
+            return Ok(());
+        }
+        match nix::unistd::getpgid(Some(nix::unistd::Pid::from_raw(pid))) {
+            Ok(pgid) if pgid.as_raw() == self.leader => return Ok(()),
+            Ok(_) => {}
+            // The sender is gone (reaped), so nothing can say whose it was. systemd has the
+            // same rule: a sender that exits at once must wait until its message is taken,
+            // which `graceful-run notify` and `systemd-notify` do (BARRIER=1).
+            Err(nix::errno::Errno::ESRCH) => {
+                return Err(format!(
+                    "pid {pid} exited before its message was read, so it cannot be told apart \
+                     from a stranger (a sender that exits at once must wait until its message \
+                     is taken, as `graceful-run notify` does)"
+                ));
+            }
+            Err(_) => {}
+        }
+        if self.tree && crate::process::descends_from(pid, self.leader) {
+            return Ok(());
+        }
+        Err(format!("pid {pid} is not a process of this generation"))
     }
 }
 
@@ -317,36 +290,94 @@ impl Warnings {
     }
 }
 
+/// The last `STATUS=` of a generation, and how many went on to the supervisor lately.
+#[derive(Default)]
+struct Statuses {
+    last: Option<String>,
+    window_start: Option<Instant>,
+    passed: u32,
+    /// The last one was held back; it goes on when `flush_at` fires.
+    held: bool,
+    flush_at: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl Statuses {
+    /// Records `status`; whether it may go on to the supervisor now.
+    fn note(&mut self, status: &str, now: Instant) -> bool {
+        self.last = Some(status.to_string());
+        if self
+            .window_start
+            .is_none_or(|start| now.duration_since(start) >= WARNING_WINDOW)
+        {
+            self.window_start = Some(now);
+            self.passed = 0;
+        }
+        if self.passed < STATUSES_PER_WINDOW {
+            self.passed += 1;
+            self.held = false;
+            return true;
+        }
+        self.held = true;
+        if self.flush_at.is_none() {
+            let end = self.window_start.unwrap_or(now) + WARNING_WINDOW;
+            self.flush_at = Some(Box::pin(tokio::time::sleep_until(
+                tokio::time::Instant::from_std(end),
+            )));
+        }
+        false
+    }
+
+    /// The status held back, once its window is over (registers the waker until then).
+    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Option<String> {
+        let timer = self.flush_at.as_mut()?;
+        if timer.as_mut().poll(cx).is_pending() {
+            return None;
+        }
+        self.flush_at = None;
+        if !std::mem::take(&mut self.held) {
+            return None;
+        }
+        // The flushed status opens a window of its own.
+        self.window_start = Some(Instant::now());
+        self.passed = 1;
+        self.last.clone()
+    }
+}
+
+/// What `poll_message` keeps between calls; behind a lock because it takes `&self`.
+#[derive(Default)]
+struct Bookkeeping {
+    warnings: Warnings,
+    statuses: Statuses,
+}
+
 /// A generation's own NOTIFY_SOCKET; its file is removed on drop.
 pub struct NotifySocket {
     fd: AsyncFd<OwnedFd>,
     address: String,
     generation: u64,
     allowed_uids: Vec<u32>,
-    /// Behind a lock because `poll_message` takes `&self`; never contended (one task).
-    warnings: Mutex<Warnings>,
+    /// Who belongs to the generation; None until it has started (nothing is accepted).
+    members: Option<Members>,
+    /// Never contended (one task).
+    book: Mutex<Bookkeeping>,
     /// The socket's file, removed with it (None for an abstract socket).
     _file: Option<SocketFile>,
 }
 
 impl NotifySocket {
     /// A socket in the abstract namespace, for when no private directory can be had (a
-    /// read-only root without a writable /tmp; --user without CAP_CHOWN to hand it the
-    /// directory): it needs no file system, and any local user could send to it, so the uid
-    /// filter is all that keeps strangers out. Some sd_notify clients do not understand the
-    /// `@` form (Debian's ruby sd_notify): the directory is preferred for them.
+    /// read-only root without a writable /tmp): it needs no file system, and any local user
+    /// in the network namespace could send to it, so the uid and process checks are all that
+    /// keep strangers out. Some sd_notify clients do not understand the `@` form (Debian's
+    /// ruby sd_notify): the directory is preferred for them.
     pub fn bind_abstract(generation: u64, allowed_uids: &[u32]) -> io::Result<NotifySocket> {
         let name = format!(
             "graceful-run/notify/{}/{generation}/{}",
             std::process::id(),
             crate::random::token()
         );
-        let fd = socket(
-            AddressFamily::Unix,
-            SockType::Datagram,
-            SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
-            None,
-        )?;
+        let fd = datagram_socket()?;
         bind(fd.as_raw_fd(), &UnixAddr::new_abstract(name.as_bytes())?)?;
         NotifySocket::open(fd, format!("@{name}"), generation, allowed_uids, None)
     }
@@ -367,7 +398,8 @@ impl NotifySocket {
             address,
             generation,
             allowed_uids: allowed_uids.to_vec(),
-            warnings: Mutex::new(Warnings::default()),
+            members: None,
+            book: Mutex::new(Bookkeeping::default()),
             _file: file,
         })
     }
@@ -377,30 +409,83 @@ impl NotifySocket {
         &self.address
     }
 
+    /// From now on, messages are taken from `members` only. Called once the generation's
+    /// main process exists (right after it is spawned, before any datagram is read).
+    pub fn accept_from(&mut self, members: Members) {
+        self.members = Some(members);
+    }
+
+    /// The last `STATUS=` the generation sent, for `graceful-run ctl status`.
+    pub fn last_status(&self) -> Option<String> {
+        self.book
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .statuses
+            .last
+            .clone()
+    }
+
     /// The next valid message from an allowed sender; others are skipped with a
-    /// rate-limited warning.
+    /// rate-limited warning. `STATUS=` is rate-limited too (see the module docs): a message
+    /// may come without the STATUS it carried, and a held-back STATUS later on its own.
     pub fn poll_message(&self, cx: &mut Context<'_>) -> Poll<Message> {
-        let mut warnings = self
-            .warnings
+        let mut book = self
+            .book
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        warnings.poll_summary(self.generation, cx);
+        book.warnings.poll_summary(self.generation, cx);
+        if let Some(status) = book.statuses.poll_flush(cx) {
+            return Poll::Ready(Message {
+                fields: vec![("STATUS".to_string(), status)],
+                ..Message::default()
+            });
+        }
         loop {
             let mut guard = match self.fd.poll_read_ready(cx) {
                 Poll::Ready(Ok(guard)) => guard,
                 // An AsyncFd whose reactor is gone: nothing will ever arrive.
                 Poll::Ready(Err(_)) | Poll::Pending => return Poll::Pending,
             };
-            match receive(self.fd.get_ref().as_raw_fd(), &self.allowed_uids) {
-                Ok(Datagram::Message(message)) => return Poll::Ready(message),
+            let received = receive(self.fd.get_ref().as_raw_fd(), &self.allowed_uids)
+                .map(|datagram| self.unless_stranger(datagram));
+            match received {
+                Ok(Datagram::Message(mut message)) => {
+                    if let Some(status) = message.get("STATUS").map(str::to_string)
+                        && !book.statuses.note(&status, Instant::now())
+                    {
+                        message.fields.retain(|(key, _)| key != "STATUS");
+                        // The flush timer may just have been armed: register the waker.
+                        let _ = book.statuses.poll_flush(cx);
+                        if message.fields.is_empty() {
+                            continue;
+                        }
+                    }
+                    return Poll::Ready(message);
+                }
                 Ok(Datagram::Ignored(reason)) => {
-                    warnings.note(self.generation, &reason);
+                    book.warnings.note(self.generation, &reason);
                     // A summary timer may just have been armed: register the waker.
-                    warnings.poll_summary(self.generation, cx);
+                    book.warnings.poll_summary(self.generation, cx);
                 }
                 Err(nix::errno::Errno::EAGAIN) => guard.clear_ready(),
                 Err(_) => {}
             }
+        }
+    }
+
+    /// A message passes only if its sender belongs to the generation.
+    fn unless_stranger(&self, datagram: Datagram) -> Datagram {
+        let Datagram::Message(message) = datagram else {
+            return datagram;
+        };
+        let verdict = match (self.members, message.sender_pid) {
+            (Some(members), Some(pid)) => members.check(pid),
+            (None, _) => Err("it came before the generation started".to_string()),
+            (_, None) => Err("it came without credentials".to_string()),
+        };
+        match verdict {
+            Ok(()) => Datagram::Message(message),
+            Err(why) => Datagram::Ignored(why),
         }
     }
 }
@@ -408,9 +493,10 @@ impl NotifySocket {
 impl Drop for NotifySocket {
     fn drop(&mut self) {
         // A window cut short by the generation's end still gets its summary line.
-        self.warnings
+        self.book
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .warnings
             .summarise(self.generation);
     }
 }
@@ -480,32 +566,31 @@ fn receive(fd: RawFd, allowed_uids: &[u32]) -> nix::Result<Datagram> {
     Ok(Datagram::Message(message))
 }
 
-/// graceful-run's own NOTIFY_SOCKET, inherited from its supervisor.
+/// graceful-run's own NOTIFY_SOCKET, inherited from its supervisor; also what `graceful-run
+/// notify` sends to.
 pub struct Upstream {
     fd: OwnedFd,
     address: UnixAddr,
 }
 
 impl Upstream {
-    /// `@name` (abstract) or a path; anything else (vsock:) is not supported.
-    pub fn new(value: &str) -> Result<Upstream, String> {
-        let address = if let Some(name) = value.strip_prefix('@') {
-            UnixAddr::new_abstract(name.as_bytes())
-        } else if value.starts_with('/') {
-            UnixAddr::new(value)
+    /// `@name` (abstract) or a path, taken byte for byte (a path need not be UTF-8);
+    /// anything else (vsock:) is not supported.
+    pub fn new(value: &OsStr) -> Result<Upstream, String> {
+        let bytes = value.as_bytes();
+        let shown = value.to_string_lossy();
+        let address = if let Some(name) = bytes.strip_prefix(b"@") {
+            UnixAddr::new_abstract(name)
+        } else if bytes.starts_with(b"/") {
+            UnixAddr::new(Path::new(value))
         } else {
             return Err(format!(
-                "NOTIFY_SOCKET '{value}' is not a unix socket address"
+                "NOTIFY_SOCKET '{shown}' is not a unix socket address"
             ));
         }
-        .map_err(|e| format!("NOTIFY_SOCKET '{value}': {}", e.desc()))?;
-        let fd = socket(
-            AddressFamily::Unix,
-            SockType::Datagram,
-            SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
-            None,
-        )
-        .map_err(|e| format!("NOTIFY_SOCKET: cannot create a socket: {}", e.desc()))?;
+        .map_err(|e| format!("NOTIFY_SOCKET '{shown}': {}", e.desc()))?;
+        let fd = datagram_socket()
+            .map_err(|e| format!("NOTIFY_SOCKET: cannot create a socket: {}", e.desc()))?;
         Ok(Upstream { fd, address })
     }
 
@@ -518,6 +603,53 @@ impl Upstream {
         )
         .map(drop)
     }
+
+    /// sd_notify_barrier(3): waits until the receiver has taken every message sent before
+    /// this one. `BARRIER=1` carries the write end of a pipe; the receiver closes it when it
+    /// reads the datagram (systemd and graceful-run close every descriptor they do not
+    /// keep), and the read end then reports the hang-up. `Ok(false)` after `timeout`.
+    pub fn barrier(&self, timeout: Duration) -> nix::Result<bool> {
+        let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+        let fds = [write.as_raw_fd()];
+        let iov = [io::IoSlice::new(b"BARRIER=1")];
+        sendmsg(
+            self.fd.as_raw_fd(),
+            &iov,
+            &[ControlMessage::ScmRights(&fds)],
+            MsgFlags::MSG_NOSIGNAL,
+            Some(&self.address),
+        )?;
+        drop(write);
+        let end = Instant::now() + timeout;
+        loop {
+            let left = end.saturating_duration_since(Instant::now());
+            let mut poll = [nix::poll::PollFd::new(
+                read.as_fd(),
+                nix::poll::PollFlags::empty(),
+            )];
+            let millis = left.as_millis().min(i32::MAX as u128) as i32;
+            match nix::poll::poll(
+                &mut poll,
+                nix::poll::PollTimeout::try_from(millis).unwrap_or(nix::poll::PollTimeout::MAX),
+            ) {
+                Ok(0) => return Ok(false),
+                Ok(_) => return Ok(true),
+                Err(nix::errno::Errno::EINTR) => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+/// An unbound unix datagram socket: close-on-exec (no child inherits it by accident) and
+/// non-blocking (the runtime polls it; a full peer must not stall the loop).
+fn datagram_socket() -> nix::Result<OwnedFd> {
+    socket(
+        AddressFamily::Unix,
+        SockType::Datagram,
+        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+        None,
+    )
 }
 
 /// CLOCK_MONOTONIC in microseconds, for `MONOTONIC_USEC=` next to `RELOADING=1`.
@@ -547,47 +679,38 @@ mod tests {
         nix::unistd::geteuid().as_raw()
     }
 
+    fn this_process() -> Members {
+        Members {
+            leader: std::process::id() as i32,
+            tree: true,
+        }
+    }
+
     #[tokio::test]
     async fn a_generation_socket_receives_with_credentials() {
         let dir = NotifyDir::create(None).unwrap();
-        let socket = dir.bind(7, &[me()]).unwrap();
+        let mut socket = dir.bind(7, &[me()]).unwrap();
+        socket.accept_from(this_process());
         let address = socket.address().to_string();
         assert!(
             address.starts_with('/'),
             "a path, not an abstract name: {address}"
         );
         assert!(address.ends_with("/7"), "{address}");
-        let client = Upstream::new(&address).unwrap();
+        let client = Upstream::new(OsStr::new(&address)).unwrap();
         client.send("READY=1\nSTATUS=hi").unwrap();
         let message = std::future::poll_fn(|cx| socket.poll_message(cx)).await;
         assert!(message.is_set("READY"));
         assert_eq!(message.get("STATUS"), Some("hi"));
         assert_eq!(message.sender_pid, Some(std::process::id() as i32));
-    }
-
-    #[tokio::test]
-    async fn the_directory_is_private_and_cleaned_up() {
-        let dir = NotifyDir::create(None).unwrap();
-        let path = dir.path().to_path_buf();
-        let meta = std::fs::metadata(&path).unwrap();
-        assert_eq!(meta.mode() & 0o7777, 0o700);
-        assert_eq!(meta.uid(), me());
-        let socket = dir.bind(1, &[me()]).unwrap();
-        let file = PathBuf::from(socket.address());
-        let socket_mode = std::fs::symlink_metadata(&file).unwrap().mode();
-        assert_eq!(socket_mode & 0o777, 0o700, "{socket_mode:o}");
-        drop(socket);
-        assert!(!file.exists(), "the socket file outlived its socket");
-        let _second = dir.bind(2, &[me()]).unwrap();
-        drop(dir);
-        assert!(!path.exists(), "the directory outlived graceful-run");
+        assert_eq!(socket.last_status().as_deref(), Some("hi"));
     }
 
     #[tokio::test]
     async fn a_sender_of_another_uid_is_ignored() {
         let dir = NotifyDir::create(None).unwrap();
         let socket = dir.bind(3, &[me() + 1]).unwrap();
-        let client = Upstream::new(socket.address()).unwrap();
+        let client = Upstream::new(OsStr::new(socket.address())).unwrap();
         client.send("READY=1").unwrap();
         assert_eq!(
             receive(socket.fd.get_ref().as_raw_fd(), &[me() + 1]),
@@ -600,21 +723,65 @@ mod tests {
     }
 
     #[test]
-    fn base_directories_in_order() {
+    fn only_the_generations_processes_are_members() {
+        let parent = nix::unistd::getppid().as_raw();
+        let me = std::process::id() as i32;
+        let of_parent = Members {
+            leader: parent,
+            tree: true,
+        };
+        assert_eq!(of_parent.check(me), Ok(()), "a descendant");
+        assert_eq!(of_parent.check(parent), Ok(()), "the leader");
+        let without_tree = Members {
+            tree: false,
+            ..of_parent
+        };
+        assert!(without_tree.check(me).is_err());
+        let of_me = Members {
+            leader: me,
+            tree: true,
+        };
         assert_eq!(
-            base_candidates(Some("/run/user/0".into()), Some("/var/tmp".into())),
-            ["/run/user/0", "/run", "/var/tmp", "/tmp"].map(PathBuf::from)
+            of_me.check(parent),
+            Err(format!("pid {parent} is not a process of this generation"))
         );
+        assert!(of_me.check(0).unwrap_err().contains("outside"));
+        let own_group = Members {
+            leader: nix::unistd::getpgrp().as_raw(),
+            tree: false,
+        };
+        assert_eq!(own_group.check(me), Ok(()), "a member of the group");
+    }
+
+    #[tokio::test]
+    async fn statuses_beyond_the_quota_are_held_and_the_last_one_follows() {
+        let dir = NotifyDir::create(None).unwrap();
+        let mut socket = dir.bind(9, &[me()]).unwrap();
+        socket.accept_from(this_process());
+        let client = Upstream::new(OsStr::new(socket.address())).unwrap();
+        // The kernel queues 10 datagrams at most (net.unix.max_dgram_qlen).
+        for n in 0..8 {
+            client.send(&format!("STATUS=step {n}")).unwrap();
+        }
+        client.send("READY=1\nSTATUS=ready now").unwrap();
+        let mut seen = Vec::new();
+        loop {
+            let message = std::future::poll_fn(|cx| socket.poll_message(cx)).await;
+            let ready = message.is_set("READY");
+            seen.push(message);
+            if ready {
+                break;
+            }
+        }
+        let statuses: Vec<&str> = seen.iter().filter_map(|m| m.get("STATUS")).collect();
+        assert_eq!(statuses, ["step 0", "step 1", "step 2", "step 3"]);
+        assert_eq!(seen.last().unwrap().get("STATUS"), None, "held back");
+        assert_eq!(socket.last_status().as_deref(), Some("ready now"));
+        // At the window's end (within a second), the latest comes on its own.
+        let message = std::future::poll_fn(|cx| socket.poll_message(cx)).await;
         assert_eq!(
-            base_candidates(Some("relative".into()), None),
-            ["/run", "/tmp"].map(PathBuf::from)
+            message.fields,
+            [("STATUS".to_string(), "ready now".to_string())]
         );
-        let long = PathBuf::from(format!("/tmp/{}", "x".repeat(80)));
-        assert!(
-            !usable_base(&long, None),
-            "its sockets would not fit in sun_path"
-        );
-        assert!(usable_base(Path::new("/tmp"), None));
-        assert!(!usable_base(Path::new("/nonexistent"), None));
     }
 }

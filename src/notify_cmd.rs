@@ -1,22 +1,32 @@
 //! `graceful-run notify`: sd_notify(3) from the command line, for servers written in languages
 //! that cannot send a unix datagram themselves (shells, Node.js) or that would rather not.
 //!
-//! It sends one datagram to `$NOTIFY_SOCKET` (`@abstract` or a filesystem path), in the spirit
-//! of `systemd-notify`. graceful-run gives each generation a NOTIFY_SOCKET of its own and does
-//! not look at the sender's pid (only its uid), so a READY=1 sent by this helper, a child of
-//! the server, counts for the generation that started it.
+//! It sends one datagram to `$NOTIFY_SOCKET` (`@abstract` or a filesystem path, taken byte
+//! for byte: a path need not be UTF-8), in the spirit of `systemd-notify`. graceful-run gives
+//! each generation a NOTIFY_SOCKET of its own and accepts a message only from a process of
+//! that generation, checked when it reads the datagram: this helper, a child of the server,
+//! counts, as long as it still exists then. So, like `systemd-notify`, it then waits until
+//! the message has been taken (sd_notify_barrier: BARRIER=1 with a pipe that the receiver
+//! closes), at most [`BARRIER_TIMEOUT`]; `--no-block` sends and exits at once.
+//!
+//! A message longer than sd_notify receivers read (4096 bytes; systemd drops longer ones) is
+//! refused rather than sent to be lost.
 //!
 //! Only `notify` as the *first* argument selects this mode; `graceful-run -- notify` runs a
-//! program named notify. Exit status: 0 when the datagram was sent, 1 when NOTIFY_SOCKET is
-//! unset or the send failed, 125 for a bad flag; every failure is one line on stderr.
+//! program named notify. Exit status: 0 when the datagram was sent (and taken), 1 when
+//! NOTIFY_SOCKET is unset, the send failed or nothing took the message in time, 125 for a bad
+//! flag or a message too long; every failure is one line on stderr.
 
 use std::ffi::OsString;
 
 use clap::Parser;
-use graceful_run::notify::{Upstream, monotonic_usec};
+use graceful_run::notify::{MESSAGE_MAX, Upstream, monotonic_usec};
 
 /// Exit status when there is nowhere to send or the send failed, as systemd-notify's.
 const NOT_SENT: i32 = 1;
+
+/// How long to wait for the receiver to take the message (systemd-notify's 5 s).
+const BARRIER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 #[derive(Parser, Debug)]
 #[command(
@@ -26,8 +36,11 @@ const NOT_SENT: i32 = 1;
                   systemd-notify does, for servers that cannot send a unix datagram themselves. \
                   Under `graceful-run --ready notify`, `graceful-run notify --ready` run by the \
                   server (or any process it starts) marks its generation ready.\n\n\
-                  Exit status: 0 when sent; 1 when NOTIFY_SOCKET is unset or the send fails; \
-                  125 for a bad flag.",
+                  It waits until the receiver has taken the message, as systemd-notify does \
+                  (at most 5s; --no-block: not at all).\n\n\
+                  Exit status: 0 when sent (and taken); 1 when NOTIFY_SOCKET is unset, the send \
+                  fails or the message is not taken in time; 125 for a bad flag or a message \
+                  longer than the 4096 bytes receivers read.",
     max_term_width = 100
 )]
 struct NotifyCli {
@@ -46,6 +59,9 @@ struct NotifyCli {
     /// Send MAINPID=PID
     #[arg(long, value_name = "PID", value_parser = clap::value_parser!(u32).range(1..))]
     pid: Option<u32>,
+    /// Send and exit, without waiting until the receiver has taken the message
+    #[arg(long)]
+    no_block: bool,
     /// More assignments to send as they are, e.g. `WATCHDOG=1` or `ERRNO=2`
     #[arg(value_name = "VAR=VALUE", value_parser = parse_assignment)]
     assignments: Vec<String>,
@@ -87,7 +103,27 @@ fn message(cli: &NotifyCli) -> Result<String, String> {
                 .to_string(),
         );
     }
-    Ok(lines.join("\n"))
+    let text = lines.join("\n");
+    if text.len() > MESSAGE_MAX {
+        let shorten = if cli
+            .status
+            .as_ref()
+            .is_some_and(|s| s.len() > MESSAGE_MAX / 2)
+        {
+            format!(
+                "--status (its {} bytes)",
+                cli.status.as_ref().map_or(0, String::len)
+            )
+        } else {
+            "--status and the VAR=VALUE arguments".to_string()
+        };
+        return Err(format!(
+            "the message would be {} bytes, more than the {MESSAGE_MAX} that sd_notify \
+             receivers read (systemd drops longer ones): shorten {shorten}",
+            text.len()
+        ));
+    }
+    Ok(text)
 }
 
 /// Runs the mode with `args` (the words after `notify`); returns the exit status.
@@ -120,11 +156,26 @@ pub fn main(args: impl Iterator<Item = OsString>) -> i32 {
         );
         return NOT_SENT;
     };
-    let address = address.to_string_lossy();
+    let shown = address.to_string_lossy().into_owned();
     let sent = Upstream::new(&address).and_then(|socket| {
         socket
             .send(&text)
-            .map_err(|e| format!("cannot send to NOTIFY_SOCKET '{address}': {}", e.desc()))
+            .map_err(|e| format!("cannot send to NOTIFY_SOCKET '{shown}': {}", e.desc()))?;
+        if cli.no_block {
+            return Ok(());
+        }
+        match socket.barrier(BARRIER_TIMEOUT) {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(format!(
+                "sent to NOTIFY_SOCKET '{shown}', but nothing took the message within {} \
+                 (--no-block does not wait)",
+                humantime::format_duration(BARRIER_TIMEOUT)
+            )),
+            Err(e) => Err(format!(
+                "sent to NOTIFY_SOCKET '{shown}', but cannot wait for it to be taken: {}",
+                e.desc()
+            )),
+        }
     });
     match sent {
         Ok(()) => 0,
@@ -156,6 +207,17 @@ mod tests {
                 .unwrap()
                 .starts_with("RELOADING=1\nMONOTONIC_USEC=")
         );
+    }
+
+    #[test]
+    fn a_message_receivers_would_drop_is_refused() {
+        let long = "x".repeat(100_000);
+        let error = parse(&["--ready", "--status", &long]).unwrap_err();
+        assert!(
+            error.contains("100015 bytes") && error.contains("--status (its 100000 bytes)"),
+            "{error}"
+        );
+        assert!(parse(&["--status", &"x".repeat(4000)]).is_ok());
     }
 
     #[test]

@@ -18,6 +18,12 @@
 //!   (its owner is gone, its lock with it), and it is replaced by `rename(2)` while we still
 //!   hold its lock, so a racing instance either fails to lock it or finds our locked file.
 //!
+//! The existing file is opened with `O_NONBLOCK` and must be a regular file: a FIFO planted
+//! at the path (`/tmp/gr.pid` is in a directory anyone may write to) would otherwise block
+//! the open until someone writes to it, before any signal handling could end graceful-run.
+//! A file in use is reported by who holds its lock, from /proc/locks, not by the pid written
+//! in it, which anyone who could write the file could have chosen.
+//!
 //! A stale file written by an older graceful-run without a lock is still checked by content:
 //! if it names a live graceful-run other than this one, startup fails. Our own pid (PID 1 in
 //! a restarted container) or a pid now used by another program is stale.
@@ -119,6 +125,7 @@ fn lock(file: &impl AsFd) -> nix::Result<()> {
 
 /// Puts `temporary` (locked, holding our pid) at `path` unless a running instance holds it.
 fn claim(path: &Path, temporary: &Path, ours: u32) -> Result<(), String> {
+    let mut last_holder_unknown = false;
     for _ in 0..CLAIM_ATTEMPTS {
         match fs::hard_link(temporary, path) {
             Ok(()) => return Ok(()),
@@ -127,7 +134,7 @@ fn claim(path: &Path, temporary: &Path, ours: u32) -> Result<(), String> {
         }
         let existing = match open(
             path,
-            OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
             Mode::empty(),
         ) {
             Ok(existing) => existing,
@@ -138,14 +145,35 @@ fn claim(path: &Path, temporary: &Path, ours: u32) -> Result<(), String> {
             }
             Err(e) => return Err(format!("cannot open the existing file: {}", e.desc())),
         };
+        let kind = fstat(&existing)
+            .map(|stat| stat.st_mode & libc::S_IFMT)
+            .map_err(|e| format!("cannot examine the existing file: {}", e.desc()))?;
+        if kind != libc::S_IFREG {
+            return Err(format!(
+                "the path exists and is not a regular file ({}); refusing to use it",
+                file_kind(kind)
+            ));
+        }
         match lock(&existing) {
             Ok(()) => {}
-            Err(Errno::EWOULDBLOCK) => {
-                return Err(match read_pid(path) {
-                    Some(pid) => format!("graceful-run is already running as pid {pid}"),
-                    None => "another graceful-run holds it".to_string(),
-                });
-            }
+            // Replaced since we opened it (a racing instance): look again.
+            Err(Errno::EWOULDBLOCK) if !is_same_file(path, &existing) => continue,
+            Err(Errno::EWOULDBLOCK) => match lock_holder(&existing) {
+                Some((pid, comm)) if comm == "graceful-run" => {
+                    return Err(format!("graceful-run is already running as pid {pid}"));
+                }
+                Some((pid, comm)) => {
+                    return Err(format!(
+                        "it is locked by pid {pid} ({}), which is not a graceful-run",
+                        comm.escape_debug()
+                    ));
+                }
+                // Let go of since: look again.
+                None => {
+                    last_holder_unknown = true;
+                    continue;
+                }
+            },
             Err(e) => return Err(format!("cannot lock the existing file: {}", e.desc())),
         }
         if !is_same_file(path, &existing) {
@@ -153,13 +181,17 @@ fn claim(path: &Path, temporary: &Path, ours: u32) -> Result<(), String> {
             continue;
         }
         // Stale by its lock; an unlocked file from an older graceful-run is judged by content.
-        if let Some(other) = live_owner(path, ours) {
+        if let Some(other) = live_owner(&existing, ours) {
             return Err(format!("graceful-run is already running as pid {other}"));
         }
         // Still holding the stale file's lock, so no other instance can claim it meanwhile.
         return fs::rename(temporary, path).map_err(|e| format!("cannot replace it: {e}"));
     }
-    Err("other processes keep replacing it".into())
+    Err(if last_holder_unknown {
+        "another process holds its lock".into()
+    } else {
+        "other processes keep replacing it".into()
+    })
 }
 
 /// Whether `path` (not following a symlink) is the file open as `file`.
@@ -170,13 +202,51 @@ fn is_same_file(path: &Path, file: &impl AsFd) -> bool {
     }
 }
 
-fn read_pid(path: &Path) -> Option<u32> {
-    fs::read_to_string(path).ok()?.trim().parse().ok()
+/// The pid written in the open file (never reopened by path: it may have changed).
+fn read_pid(file: &OwnedFd) -> Option<u32> {
+    use std::os::unix::fs::FileExt;
+    let mut bytes = [0u8; 32];
+    let file = fs::File::from(file.try_clone().ok()?);
+    let n = file.read_at(&mut bytes, 0).ok()?;
+    std::str::from_utf8(&bytes[..n]).ok()?.trim().parse().ok()
 }
 
-/// The pid in `path`, if it is a running graceful-run other than us.
-fn live_owner(path: &Path, ours: u32) -> Option<u32> {
-    let pid = read_pid(path)?;
+/// The pid and command name of the process holding the flock on `file`, from /proc/locks
+/// (`1: FLOCK  ADVISORY  WRITE 4242 08:01:1234 0 EOF`; waiters are listed with `->`).
+fn lock_holder(file: &OwnedFd) -> Option<(i32, String)> {
+    let stat = fstat(file).ok()?;
+    let device = format!(
+        "{:02x}:{:02x}:{}",
+        libc::major(stat.st_dev),
+        libc::minor(stat.st_dev),
+        stat.st_ino
+    );
+    let locks = fs::read_to_string("/proc/locks").ok()?;
+    let pid: i32 = locks.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        (fields.get(1) == Some(&"FLOCK") && fields.get(5) == Some(&device.as_str()))
+            .then(|| fields.get(4)?.parse().ok())
+            .flatten()
+    })?;
+    let comm = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+    Some((pid, comm.trim_end().to_string()))
+}
+
+/// What a file that is not a regular one is, for the error line.
+fn file_kind(kind: libc::mode_t) -> &'static str {
+    match kind {
+        libc::S_IFIFO => "a FIFO",
+        libc::S_IFSOCK => "a socket",
+        libc::S_IFDIR => "a directory",
+        libc::S_IFCHR => "a character device",
+        libc::S_IFBLK => "a block device",
+        _ => "not a file",
+    }
+}
+
+/// The pid in the open file, if it is a running graceful-run other than us.
+fn live_owner(file: &OwnedFd, ours: u32) -> Option<u32> {
+    let pid = read_pid(file)?;
     if pid == ours {
         return None;
     }

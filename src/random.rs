@@ -1,11 +1,21 @@
 //! Unpredictable names for files graceful-run creates in directories others may write to
 //! (the pid file's temporary, a unix socket's temporary, the notify directory): a name an
-//! attacker cannot guess cannot be pre-planted as a symlink or a squatting file.
+//! attacker cannot guess cannot be pre-planted as a symlink or a squatting file. Also the
+//! `--max-lifetime` jitter, which only needs to differ between generations.
 
 use nix::libc;
 
 /// 16 hex digits from getrandom(2).
 pub fn token() -> String {
+    number()
+        .to_be_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// 64 random bits from getrandom(2).
+pub fn number() -> u64 {
     let mut bytes = [0u8; 8];
     // SAFETY: getrandom writes at most `len` bytes into the live buffer.
     let got = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
@@ -18,7 +28,7 @@ pub fn token() -> String {
             .unwrap_or(0);
         bytes = (nanos ^ u64::from(std::process::id()).rotate_left(40)).to_ne_bytes();
     }
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    u64::from_ne_bytes(bytes)
 }
 
 #[cfg(test)]

@@ -11,10 +11,19 @@
 //! # What the child does between fork and exec, in order
 //!
 //! 1. `setpgid(0, 0)`: its own process group (the parent calls it too, so that neither order
-//!    of scheduling leaves a window in which the group does not exist yet).
+//!    of scheduling leaves a window in which the group does not exist yet). With `--user`
+//!    (credentials to switch to), `setsid()` instead: a session of its own, and so no
+//!    controlling terminal. A command of another user must not share root's terminal: with
+//!    it, TIOCSTI would push input that root's shell runs once graceful-run exits (`su -c`
+//!    calls setsid for the same reason). setsid also makes it a process group leader, as
+//!    setpgid would; the parent then makes no setpgid call of its own, which would make the
+//!    child a group leader first and its setsid fail (it is not needed anyway: `spawn`
+//!    returns only once the child has exec'd).
 //! 2. `tcsetpgrp`: if graceful-run was the terminal's foreground group, the new group takes
 //!    the terminal, so the command can read it and Ctrl-C reaches it. SIGTTOU is blocked at
-//!    this point (see below), which is what lets a background process do this.
+//!    this point (see below), which is what lets a background process do this. Not for a
+//!    `--user` command, which has no controlling terminal: graceful-run keeps the
+//!    foreground, so Ctrl-C reaches graceful-run, which forwards it.
 //! 3. fds: every listener is first moved above the target range (`F_DUPFD_CLOEXEC`), then
 //!    `dup2`'d to 3, 4, ...; `dup2` clears `FD_CLOEXEC` on the copy, and because the source is
 //!    always a different fd the "dup2(fd, fd) is a no-op that keeps CLOEXEC" trap cannot
@@ -368,7 +377,7 @@ pub fn spawn(plan: &Plan) -> Result<Pid, SpawnError> {
         return Err(SpawnError::Fork(fork_error));
     }
     let pid = Pid::from_raw(pid);
-    if plan.new_process_group {
+    if plan.new_process_group && plan.credentials.is_none() {
         // Also done in the child; whichever runs first creates the group. EACCES means the
         // child has already exec'd, ESRCH that it is gone: both are fine here.
         let _ = nix::unistd::setpgid(pid, pid);
@@ -428,10 +437,19 @@ impl ChildSetup<'_> {
         // allocated before fork and is owned by this (copied) address space; none allocates,
         // locks or touches Rust's runtime.
         unsafe {
-            if self.new_process_group && libc::setpgid(0, 0) != 0 {
+            // Another user's command: a session of its own, without graceful-run's
+            // controlling terminal (see the module docs). setsid is a plain syscall.
+            let own_session = self.credentials.is_some();
+            if own_session {
+                if libc::setsid() < 0 {
+                    self.fail(Stage::ProcessGroup);
+                }
+            } else if self.new_process_group && libc::setpgid(0, 0) != 0 {
                 self.fail(Stage::ProcessGroup);
             }
-            if let Some(terminal) = self.terminal {
+            if let Some(terminal) = self.terminal
+                && !own_session
+            {
                 // Not fatal: the command still runs, without the terminal's foreground.
                 libc::tcsetpgrp(terminal, libc::getpid());
             }

@@ -82,7 +82,10 @@ fn completion(shell: Shell) -> Vec<u8> {
     clap_complete::generate(shell, &mut command, "graceful-run", &mut script);
     match shell {
         Shell::Bash => script.extend_from_slice(bash_command_completion(&command).as_bytes()),
-        Shell::Fish => script.extend_from_slice(fish_command_completion(&command).as_bytes()),
+        Shell::Fish => {
+            script = fish_options_before_the_command(&command, &script);
+            script.extend_from_slice(fish_command_completion(&command).as_bytes());
+        }
         _ => {}
     }
     script
@@ -184,6 +187,40 @@ fn fish_command_completion(command: &clap::Command) -> String {
         "# Added by tests/generated_files.rs: COMMAND and its arguments, as for sudo and env.\n\
          complete -c graceful-run -x -a '(__fish_complete_subcommand {options})'\n"
     )
+}
+
+/// fish: clap_complete offers graceful-run's options anywhere on the line, also after the
+/// command, where `graceful-run ... fakecmd --b` would offer graceful-run's `--build` next to
+/// fakecmd's `--beta`. Each of its lines gets a condition: no command word yet (a word that
+/// is neither an option nor an option's value, or `--`).
+fn fish_options_before_the_command(command: &clap::Command, script: &[u8]) -> Vec<u8> {
+    let script = String::from_utf8(script.to_vec()).expect("the fish script is text");
+    let options = options_with_values(command, " ", "--");
+    let conditioned = script.replace(
+        "complete -c graceful-run ",
+        "complete -c graceful-run -n __graceful_run_no_command ",
+    );
+    format!(
+        "# Added by tests/generated_files.rs: graceful-run's options only before COMMAND.\n\
+         function __graceful_run_no_command\n\
+         \x20   set -l tokens (commandline -opc)\n\
+         \x20   set -e tokens[1]\n\
+         \x20   while set -q tokens[1]\n\
+         \x20       switch $tokens[1]\n\
+         \x20           case --\n\
+         \x20               return 1\n\
+         \x20           case {options}\n\
+         \x20               set -e tokens[1]\n\
+         \x20           case '-*'\n\
+         \x20           case '*'\n\
+         \x20               return 1\n\
+         \x20       end\n\
+         \x20       set -e tokens[1]\n\
+         \x20   end\n\
+         \x20   return 0\n\
+         end\n{conditioned}"
+    )
+    .into_bytes()
 }
 
 fn generated() -> Vec<(PathBuf, Vec<u8>)> {

@@ -5,15 +5,20 @@
 //! - 1: the operation failed (the new generation exited before it was ready, or was not
 //!   ready in time; graceful-run ended during a restart);
 //! - 2: `--timeout` passed first (the operation itself goes on);
-//! - 125: a usage error, no graceful-run to talk to, or a refusal.
+//! - 125: a usage error, no graceful-run to talk to, or a refusal (by graceful-run, or by
+//!   this client of a server or a pid file it does not trust).
 //!
-//! The client is a plain blocking program: a socket with read timeouts is all it needs.
+//! The client is a plain blocking program: a socket with read timeouts is all it needs. It
+//! trusts only what it can check (see the module docs of `control`): the socket's listener
+//! must be the pid asked about and run as root or as the client's user; a `--pid-file` must
+//! be a regular file that only root or the client's user can have written. Replies are read
+//! up to [`MAX_REPLY`] bytes a line: a server that sends more is not graceful-run.
 
 use std::ffi::OsString;
-use std::io::{self, BufRead, BufReader, Write};
+use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use clap::{Args, Parser, Subcommand};
@@ -23,6 +28,12 @@ use super::protocol::{Received, Request};
 /// How long a request without `--timeout` may take: a status or the start of a restart is
 /// answered at once by a graceful-run that works at all.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The longest reply line read: a status of many generations is a few kilobytes.
+pub const MAX_REPLY: usize = 1 << 20;
+
+/// The longest pid file read: a pid and a newline.
+const MAX_PID_FILE: u64 = 64;
 
 pub const FAILED: i32 = 1;
 pub const TIMED_OUT: i32 = 2;
@@ -64,6 +75,24 @@ enum Action {
     Restart(Wait),
     /// Stop the service gracefully
     Stop(Wait),
+    /// Run N workers from now on (1 to 1024): new ones start as --max-surge allows, the
+    /// highest ones beyond N are drained and stopped
+    Scale {
+        /// How many workers
+        #[arg(value_name = "N", value_parser = parse_workers)]
+        workers: u32,
+    },
+}
+
+/// A worker count for `scale`: 1 to 1024.
+fn parse_workers(text: &str) -> Result<u32, String> {
+    match text.trim().parse::<u32>() {
+        Ok(n) if (1..=crate::supervisor::core::MAX_WORKERS).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "expected a number of workers from 1 to {}",
+            crate::supervisor::core::MAX_WORKERS
+        )),
+    }
 }
 
 #[derive(Args, Debug)]
@@ -100,7 +129,7 @@ pub fn run(args: Vec<OsString>, out: &mut dyn Write, err: &mut dyn Write) -> i32
                 }
                 ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
                 | ErrorKind::MissingSubcommand => {
-                    "no request given: status, restart or stop (see graceful-run ctl --help)"
+                    "no request given: status, restart, stop or scale (see graceful-run ctl --help)"
                         .to_string()
                 }
                 _ => one_line(&e.render().to_string()),
@@ -138,6 +167,7 @@ fn execute(cli: &Cli, out: &mut dyn Write) -> Result<i32, Failure> {
         Action::Status { json } => (Request::Status { json: *json }, None),
         Action::Restart(w) => (Request::Restart { wait: w.wait }, w.timeout),
         Action::Stop(w) => (Request::Stop { wait: w.wait }, w.timeout),
+        Action::Scale { workers } => (Request::Scale { workers: *workers }, None),
     };
     let waits = matches!(
         request,
@@ -150,6 +180,9 @@ fn execute(cli: &Cli, out: &mut dyn Write) -> Result<i32, Failure> {
         (None, false) => Instant::now().checked_add(DEFAULT_TIMEOUT),
         (None, true) => None,
     };
+    // Opened before anything is asked, so that the process waited for is the one asked,
+    // whatever happens to the pid later.
+    let exit_watch = ExitWatch::open(pid);
     let stream = connect(pid)?;
     // A refused client may find the connection closed before it could send: the refusal
     // is still there to be read, and says more than the write's EPIPE.
@@ -166,9 +199,16 @@ fn execute(cli: &Cli, out: &mut dyn Write) -> Result<i32, Failure> {
                         format!("cannot send to graceful-run (pid {pid}): {e}"),
                     ));
                 }
-                // graceful-run closed the connection: it exited (or was killed).
+                // graceful-run closed the connection without its last word: it was killed
+                // (or crashed). A stop ends with `done` when it completes.
                 return match (request, accepted) {
-                    (Request::Stop { .. }, true) => Ok(0),
+                    (Request::Stop { .. }, true) => Err((
+                        FAILED,
+                        format!(
+                            "graceful-run (pid {pid}) ended before it confirmed the stop (was it \
+                             killed?)"
+                        ),
+                    )),
                     (Request::Restart { .. }, true) => Err((
                         FAILED,
                         format!("graceful-run (pid {pid}) ended before the restart finished"),
@@ -185,19 +225,10 @@ fn execute(cli: &Cli, out: &mut dyn Write) -> Result<i32, Failure> {
                     io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
                 ) =>
             {
-                let what = match request {
-                    Request::Status { .. } => "the status",
-                    Request::Restart { .. } => "the restart (it goes on)",
-                    Request::Stop { .. } => "the stop (it goes on)",
-                };
-                let after = timeout.unwrap_or(DEFAULT_TIMEOUT);
-                return Err((
-                    TIMED_OUT,
-                    format!(
-                        "timed out after {} waiting for {what}",
-                        humantime::format_duration(after)
-                    ),
-                ));
+                return Err(timed_out(request, timeout));
+            }
+            Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+                return Err((UNUSABLE, format!("graceful-run (pid {pid}): {e}")));
             }
             Err(e) => {
                 let code = if sent.is_err() { UNUSABLE } else { FAILED };
@@ -211,6 +242,13 @@ fn execute(cli: &Cli, out: &mut dyn Write) -> Result<i32, Failure> {
             }
             Some(Received::Accepted) if waits => accepted = true,
             Some(Received::Accepted) => return Ok(0),
+            Some(Received::Done) if matches!(request, Request::Stop { .. }) => {
+                // About to exit: wait until it has.
+                return match exit_watch.wait(deadline) {
+                    Ok(()) => Ok(0),
+                    Err(()) => Err(timed_out(request, timeout)),
+                };
+            }
             Some(Received::Done) => return Ok(0),
             Some(Received::Failed(why)) => {
                 return Err((FAILED, format!("{} failed: {why}", verb(request))));
@@ -237,11 +275,29 @@ fn execute(cli: &Cli, out: &mut dyn Write) -> Result<i32, Failure> {
     }
 }
 
+fn timed_out(request: Request, timeout: Option<Duration>) -> Failure {
+    let what = match request {
+        Request::Status { .. } => "the status",
+        Request::Restart { .. } => "the restart (it goes on)",
+        Request::Stop { .. } => "the stop (it goes on)",
+        Request::Scale { .. } => "the scale request",
+    };
+    let after = timeout.unwrap_or(DEFAULT_TIMEOUT);
+    (
+        TIMED_OUT,
+        format!(
+            "timed out after {} waiting for {what}",
+            humantime::format_duration(after)
+        ),
+    )
+}
+
 fn verb(request: Request) -> &'static str {
     match request {
         Request::Status { .. } => "status",
         Request::Restart { .. } => "restart",
         Request::Stop { .. } => "stop",
+        Request::Scale { .. } => "scale",
     }
 }
 
@@ -253,8 +309,8 @@ fn target_pid(cli: &Cli) -> Result<u32, Failure> {
     let Some(path) = &cli.pid_file else {
         return Ok(1);
     };
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| (UNUSABLE, format!("--pid-file '{}': {e}", path.display())))?;
+    let text = read_trusted_pid_file(path)
+        .map_err(|why| (UNUSABLE, format!("--pid-file '{}': {why}", path.display())))?;
     text.trim().parse().map_err(|_| {
         (
             UNUSABLE,
@@ -267,44 +323,182 @@ fn target_pid(cli: &Cli) -> Result<u32, Failure> {
     })
 }
 
+/// The text of a pid file that only root or the caller's user can have written: a regular
+/// file (opened without following a symlink, and without blocking on a FIFO), owned by one
+/// of them, writable by no one else. Anyone else could name any process in it.
+fn read_trusted_pid_file(path: &Path) -> Result<String, String> {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(nix::libc::ELOOP) => "is a symbolic link; not following it".to_string(),
+            _ => e.to_string(),
+        })?;
+    let meta = file.metadata().map_err(|e| e.to_string())?;
+    let me = nix::unistd::geteuid().as_raw();
+    if !meta.is_file() {
+        return Err("is not a regular file".to_string());
+    }
+    if meta.uid() != 0 && meta.uid() != me {
+        return Err(format!(
+            "belongs to uid {}, neither root nor you: not trusting the pid in it",
+            meta.uid()
+        ));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Err(format!(
+            "can be written by others (mode {:04o}): not trusting the pid in it",
+            meta.mode() & 0o7777
+        ));
+    }
+    let mut text = String::new();
+    file.take(MAX_PID_FILE)
+        .read_to_string(&mut text)
+        .map_err(|e| e.to_string())?;
+    Ok(text)
+}
+
 fn connect(pid: u32) -> Result<UnixStream, Failure> {
     let hint = if pid == 1 {
         " (pass --pid PID or --pid-file PATH when graceful-run is not pid 1)"
     } else {
         ""
     };
-    let name = super::socket_name_of(pid).map_err(|e| {
-        let why = if e.kind() == io::ErrorKind::NotFound {
-            String::new()
-        } else {
-            format!(" ({e})")
+    let name = super::find_socket(pid).map_err(|e| {
+        let why = match e {
+            super::FindError::NoProcess => format!("no process with pid {pid}{hint}"),
+            super::FindError::NotAllowed => match process_uid(pid) {
+                Some(uid) if uid != nix::unistd::geteuid().as_raw() => format!(
+                    "pid {pid} runs as uid {uid}, whose descriptors may not be looked at from \
+                     here: run ctl as that user (only root and its own user may control it){hint}"
+                ),
+                _ => format!(
+                    "cannot look at pid {pid}'s descriptors (permission denied): not a \
+                     graceful-run that takes ctl requests from here{hint}"
+                ),
+            },
+            super::FindError::NoSocket => {
+                format!("pid {pid} is not a graceful-run that takes ctl requests{hint}")
+            }
+            super::FindError::Other(e) => format!("cannot look at pid {pid}'s sockets: {e}"),
         };
-        (UNUSABLE, format!("no process with pid {pid}{why}{hint}"))
+        (UNUSABLE, why)
     })?;
     let address = SocketAddr::from_abstract_name(name.as_bytes())
         .map_err(|e| (UNUSABLE, format!("control socket name '{name}': {e}")))?;
     let stream = UnixStream::connect_addr(&address).map_err(|e| {
+        let elsewhere = if other_network_namespace(pid) {
+            ": it is in another network namespace; run ctl inside it (docker exec C \
+             graceful-run ctl --pid 1, or nsenter --target PID --all)"
+        } else {
+            ""
+        };
         (
             UNUSABLE,
-            format!("pid {pid} is not a graceful-run that takes ctl requests ({e}){hint}"),
+            format!("cannot connect to the control socket of pid {pid} ({e}){elsewhere}"),
         )
     })?;
-    // A squatter on the name is not graceful-run: the socket must be the target's own. The
-    // kernel gives the owner's pid as seen from here, or 0 when it is not visible from here.
-    if let Ok(owner) =
-        nix::sys::socket::getsockopt(&stream, nix::sys::socket::sockopt::PeerCredentials)
-        && owner.pid() != 0
-        && owner.pid() as u32 != pid
-    {
-        return Err((
-            UNUSABLE,
-            format!(
-                "the control socket of pid {pid} is held by pid {}: not talking to it",
-                owner.pid()
-            ),
-        ));
-    }
+    verify_server(&stream, pid)?;
     Ok(stream)
+}
+
+/// The effective uid of `pid`, from /proc/PID/status (readable by all).
+fn process_uid(pid: u32) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// The listener must be the process asked about, as seen from here (the kernel reports 0
+/// for a process outside our pid namespace), running as root or as us: anyone in the
+/// network namespace could otherwise answer in graceful-run's stead.
+fn verify_server(stream: &UnixStream, pid: u32) -> Result<(), Failure> {
+    let owner = nix::sys::socket::getsockopt(stream, nix::sys::socket::sockopt::PeerCredentials)
+        .map_err(|e| {
+            (
+                UNUSABLE,
+                format!(
+                    "cannot read who holds the control socket of pid {pid} ({}): not talking to it",
+                    e.desc()
+                ),
+            )
+        })?;
+    let me = nix::unistd::geteuid().as_raw();
+    let why = if owner.pid() <= 0 {
+        "a process outside this pid namespace".to_string()
+    } else if owner.pid() as u32 != pid {
+        format!("pid {}", owner.pid())
+    } else if owner.uid() != 0 && owner.uid() != me {
+        format!(
+            "uid {}, neither root nor you (to control a graceful-run of another user, run ctl \
+             as that user)",
+            owner.uid()
+        )
+    } else {
+        return Ok(());
+    };
+    Err((
+        UNUSABLE,
+        format!("the control socket of pid {pid} is held by {why}: not talking to it"),
+    ))
+}
+
+/// Whether `pid` lives in another network namespace than this process (abstract socket
+/// names are per network namespace).
+fn other_network_namespace(pid: u32) -> bool {
+    let ours = nix::sys::stat::stat("/proc/self/ns/net");
+    let theirs = nix::sys::stat::stat(format!("/proc/{pid}/ns/net").as_str());
+    matches!((ours, theirs), (Ok(a), Ok(b)) if a.st_ino != b.st_ino || a.st_dev != b.st_dev)
+}
+
+/// The end of the graceful-run asked to stop, seen through a pidfd opened before the
+/// request (so it is that process, whatever the pid names later); without pidfds (Linux
+/// before 5.3) the connection's end is all there is.
+struct ExitWatch(Option<std::os::fd::OwnedFd>);
+
+impl ExitWatch {
+    fn open(pid: u32) -> ExitWatch {
+        use std::os::fd::FromRawFd;
+        // SAFETY: pidfd_open takes two integers and returns a new descriptor or -1.
+        let fd = unsafe { nix::libc::syscall(nix::libc::SYS_pidfd_open, pid, 0) };
+        // SAFETY: a non-negative result is a descriptor that nothing else owns.
+        ExitWatch((fd >= 0).then(|| unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) }))
+    }
+
+    /// Waits until the process has exited (its pidfd reads ready), at most until `deadline`.
+    fn wait(&self, deadline: Option<Instant>) -> Result<(), ()> {
+        use std::os::fd::AsFd;
+        let Some(fd) = &self.0 else {
+            return Ok(());
+        };
+        loop {
+            let timeout = match deadline {
+                Some(deadline) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    let millis = left.as_millis().min(i32::MAX as u128) as i32;
+                    nix::poll::PollTimeout::try_from(millis).map_err(drop)?
+                }
+                None => nix::poll::PollTimeout::NONE,
+            };
+            let mut fds = [nix::poll::PollFd::new(
+                fd.as_fd(),
+                nix::poll::PollFlags::POLLIN,
+            )];
+            match nix::poll::poll(&mut fds, timeout) {
+                Ok(0) => return Err(()),
+                Ok(_) => return Ok(()),
+                Err(nix::errno::Errno::EINTR) => {}
+                Err(_) => return Ok(()),
+            }
+        }
+    }
 }
 
 /// The next reply line (without its newline); `None` at end of stream.
@@ -335,16 +529,23 @@ fn read_line(
             return Ok(None);
         }
         match available.iter().position(|&b| b == b'\n') {
-            Some(end) => {
+            Some(end) if line.len() + end <= MAX_REPLY => {
                 line.extend_from_slice(&available[..end]);
                 reader.consume(end + 1);
                 return Ok(Some(String::from_utf8_lossy(&line).into_owned()));
             }
+            Some(_) => line.resize(MAX_REPLY + 1, 0),
             None => {
                 let n = available.len();
                 line.extend_from_slice(available);
                 reader.consume(n);
             }
+        }
+        if line.len() > MAX_REPLY {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("a reply longer than {MAX_REPLY} bytes: not graceful-run"),
+            ));
         }
     }
 }
@@ -389,7 +590,7 @@ mod tests {
         let (_, _, err) = run_args(&[]);
         assert_eq!(
             err,
-            "graceful-run ctl: no request given: status, restart or stop (see graceful-run ctl \
+            "graceful-run ctl: no request given: status, restart, stop or scale (see graceful-run ctl \
              --help)\n"
         );
     }

@@ -19,6 +19,7 @@
 //!   The path is never touched on restart (node#19729, tableflip#24).
 
 mod spec;
+pub mod steer;
 
 pub use spec::{Address, Host, ListenSpec};
 
@@ -134,13 +135,22 @@ impl Listeners {
     /// Opens every socket, or none: on failure the sockets already opened are closed and
     /// their files removed before the error is returned.
     pub fn bind(specs: &[ListenSpec]) -> Result<Listeners, BindError> {
+        Listeners::bind_with(specs, false)
+    }
+
+    /// [`Listeners::bind`], and with `steer` every TCP listener without the user's
+    /// `reuseport` is made ready to found a steering group ([`steer::Group::new`]): bound
+    /// without `SO_REUSEPORT`, so that the bind is exclusive (nobody else holds the address,
+    /// and nobody without `SO_REUSEPORT` can take it later), then `SO_REUSEPORT` is set
+    /// before `listen()`, so that graceful-run's later members can join it.
+    pub fn bind_with(specs: &[ListenSpec], steer: bool) -> Result<Listeners, BindError> {
         let mut listeners = Listeners::default();
         for spec in specs {
             let fail = |reason: String| BindError {
                 spec: spec.text.clone(),
                 reason,
             };
-            let (fd, bound) = open(spec, &mut listeners.files).map_err(fail)?;
+            let (fd, bound) = open(spec, steer, &mut listeners.files).map_err(fail)?;
             listeners.listeners.push(Listener {
                 spec: spec.clone(),
                 bound,
@@ -211,10 +221,17 @@ impl Drop for Listeners {
     }
 }
 
-fn open(spec: &ListenSpec, files: &mut Vec<SocketFile>) -> Result<(OwnedFd, Bound), String> {
+fn open(
+    spec: &ListenSpec,
+    steer: bool,
+    files: &mut Vec<SocketFile>,
+) -> Result<(OwnedFd, Bound), String> {
     match &spec.address {
-        Address::Tcp(host, port) => open_inet(spec, host, *port, SockType::Stream),
-        Address::Udp(host, port) => open_inet(spec, host, *port, SockType::Datagram),
+        Address::Tcp(host, port) => {
+            let group = steer && !spec.reuseport;
+            open_inet(spec, host, *port, SockType::Stream, group)
+        }
+        Address::Udp(host, port) => open_inet(spec, host, *port, SockType::Datagram, false),
         Address::Unix(path) => {
             let fd = open_unix_path(spec, path, files)?;
             Ok((fd, Bound::Unix(path.clone())))
@@ -234,27 +251,28 @@ fn open_inet(
     host: &Host,
     port: u16,
     kind: SockType,
+    group: bool,
 ) -> Result<(OwnedFd, Bound), String> {
     let fd = match host {
         Host::Any => {
             let any6 = SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), port);
-            match inet_socket(spec, any6, kind, false) {
+            match inet_socket(spec, any6, kind, false, group) {
                 Err((Errno::EAFNOSUPPORT | Errno::EADDRNOTAVAIL, _)) => {
                     // IPv6 is off on this host: every IPv4 interface instead.
                     let any4 = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port);
-                    inet_socket(spec, any4, kind, false)
+                    inet_socket(spec, any4, kind, false, group)
                 }
                 other => other,
             }
         }
-        Host::Ip(ip) => inet_socket(spec, SocketAddr::new(*ip, port), kind, true),
+        Host::Ip(ip) => inet_socket(spec, SocketAddr::new(*ip, port), kind, true, group),
         Host::Name(name) => {
             let addr = (name.as_str(), port)
                 .to_socket_addrs()
                 .map_err(|e| format!("cannot resolve '{name}': {e}"))?
                 .next()
                 .ok_or_else(|| format!("'{name}' resolves to no address"))?;
-            inet_socket(spec, addr, kind, true)
+            inet_socket(spec, addr, kind, true, group)
         }
     }
     .map_err(|(_, message)| message)?;
@@ -268,11 +286,14 @@ fn open_inet(
 }
 
 /// A bound (and for TCP, listening) socket; errors keep the errno so the caller can fall back.
+/// `group`: `SO_REUSEPORT` is set after the bind, before `listen()` (see
+/// [`Listeners::bind_with`]).
 fn inet_socket(
     spec: &ListenSpec,
     addr: SocketAddr,
     kind: SockType,
     v6only: bool,
+    group: bool,
 ) -> Result<OwnedFd, (Errno, String)> {
     let family = match addr {
         SocketAddr::V4(_) => AddressFamily::Inet,
@@ -295,6 +316,9 @@ fn inet_socket(
         SocketAddr::V6(v6) => bind(fd.as_raw_fd(), &SockaddrIn6::from(v6)),
     };
     bound.map_err(|e| fail(&format!("cannot bind {addr}"), e))?;
+    if group {
+        setsockopt(&fd, sockopt::ReusePort, &true).map_err(|e| fail("SO_REUSEPORT", e))?;
+    }
     if kind == SockType::Stream {
         listen(&fd, spec).map_err(|m| (Errno::last(), m))?;
     }

@@ -94,6 +94,8 @@ impl Signal {
     pub const CHLD: Signal = Signal(libc::SIGCHLD);
     pub const STOP: Signal = Signal(libc::SIGSTOP);
     pub const PIPE: Signal = Signal(libc::SIGPIPE);
+    pub const TTIN: Signal = Signal(libc::SIGTTIN);
+    pub const TTOU: Signal = Signal(libc::SIGTTOU);
 
     /// The signal with this number, if it is one of 1-31 or SIGRTMIN..=SIGRTMAX.
     pub fn from_raw(number: i32) -> Option<Signal> {

@@ -19,18 +19,23 @@
 pub mod core;
 #[cfg(test)]
 mod proptest;
+mod steering;
 mod terminal;
 #[cfg(test)]
 mod tests;
+mod triggers;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::os::fd::RawFd;
 use std::time::Instant;
 
 use nix::unistd::Pid;
 
-use self::core::{Action, Core, Delivery, Event, GenId, HookKind, Origin, Settings, Target};
-use crate::cli::Ready;
+use self::core::driver::{self, Answers};
+use self::core::{
+    Action, Answer, Core, Delivery, Event, GenId, HookKind, NotifyNeed, Origin, Question, Settings,
+    Spawned, Target, WorkerId,
+};
 use crate::config::Config;
 use crate::exit::Outcome;
 use crate::listen::Listeners;
@@ -54,15 +59,27 @@ pub struct Setup<'a> {
     /// PID 1 or a child subreaper: orphaned descendants come back to graceful-run.
     pub reaper: bool,
     pub proc_is_ours: bool,
+    /// The TCP listeners were bound to found steering groups (`Listeners::bind_with`).
+    pub steering: bool,
+    /// `--watch`, started.
+    pub watch: Option<crate::watch::Watch>,
 }
 
-/// What the executor holds for a generation the core knows.
+/// What the executor holds for a worker the core knows.
 struct Held {
+    generation: GenId,
     pid: Pid,
     notify: Option<NotifySocket>,
 }
 
+/// The core, and the executor that carries out its actions.
 pub struct Supervisor<'a> {
+    core: Core,
+    io: Executor<'a>,
+}
+
+/// Everything of the supervisor but its decisions: processes, sockets, the timer, /proc.
+struct Executor<'a> {
     cfg: &'a Config,
     listeners: &'a mut Listeners,
     env: crate::child_env::ChildEnv,
@@ -73,19 +90,22 @@ pub struct Supervisor<'a> {
     pid1: bool,
     proc_is_ours: bool,
     own_pid: i32,
-    core: Core,
-    held: BTreeMap<GenId, Held>,
+    held: BTreeMap<WorkerId, Held>,
     timer: Option<Instant>,
     /// `graceful-run ctl`'s socket; None when it could not be bound (the service runs on).
     control: Option<control::Server>,
     started: Instant,
-    /// The inode and name of each stream listener, for `--ready accepting` and `auto`.
-    stream_listeners: Vec<(u64, String)>,
     /// Holds the generations' NOTIFY_SOCKETs: made with the first one, removed when the
     /// supervisor is dropped. After `held`, so that the sockets go first.
     notify_dir: Option<crate::notify::NotifyDir>,
     /// No private directory could be made: generations get abstract sockets.
     notify_abstract: bool,
+    /// `ctl status` requests to answer from the core's snapshot.
+    status_asked: Vec<control::ClientId>,
+    /// Children reaped and not yet reported to the core.
+    reaped: std::collections::VecDeque<(Pid, i32)>,
+    steering: steering::Steering,
+    triggers: triggers::Triggers,
 }
 
 /// The core's view of the configuration.
@@ -94,25 +114,32 @@ pub fn settings(
     reaper: bool,
     job_control: bool,
     stream_listeners: bool,
+    steering: bool,
 ) -> Settings {
     Settings {
-        restart_signal: config.restart_signal,
-        signal_map: config.signal_map.clone(),
-        stop_signal: config.stop_signal,
-        stop_timeout: config.stop_timeout,
-        drain_delay: config.drain_delay,
-        hook_timeout: config.hook_timeout,
+        policy: config.policy.clone(),
         pre_stop: config.pre_stop.is_some(),
         post_stop: config.post_stop.is_some(),
-        ready: config.ready,
-        ready_timeout: config.ready_timeout,
-        restart_policy: config.restart_policy,
-        restart_delay: config.restart_delay,
-        max_restarts: config.max_restarts,
+        workers: config.workers.count,
+        // More may not be unavailable than there are.
+        max_unavailable: config.max_unavailable.min(config.workers.count),
+        steering,
+        health: config.health.as_ref().map(|h| core::HealthSettings {
+            command: matches!(h.check, crate::config::HealthCheck::Command(_)),
+            interval: h.interval,
+            timeout: h.timeout,
+            retries: h.retries,
+            start_period: h.start_period,
+        }),
+        max_memory: config.max_memory.map(|m| m.0),
+        max_lifetime: config.max_lifetime.map(|m| m.0),
+        watch: config.watch.as_ref().map(|w| core::WatchSettings {
+            build: w.build.is_some(),
+        }),
         delivery: match (config.process_group, config.kill_mode) {
             (false, _) => Delivery::NoGroup,
-            (true, crate::cli::KillMode::Mixed) => Delivery::Mixed,
-            (true, crate::cli::KillMode::Group) => Delivery::Group,
+            (true, crate::policy::KillMode::Mixed) => Delivery::Mixed,
+            (true, crate::policy::KillMode::Group) => Delivery::Group,
         },
         reaper,
         job_control,
@@ -125,23 +152,41 @@ pub fn settings(
 impl<'a> Supervisor<'a> {
     pub fn new(setup: Setup<'a>) -> Supervisor<'a> {
         let job_control = setup.terminal.is_some() && !setup.pid1;
-        let stream_listeners: Vec<(u64, String)> = setup
-            .listeners
-            .iter()
-            .enumerate()
-            .filter(|(_, l)| l.is_stream())
-            .filter_map(|(i, l)| {
-                let inode = accepting::listener_inode(l.fd()?).ok()?;
-                Some((inode, format!("{} (fd {})", l.bound, 3 + i)))
-            })
-            .collect();
-        Supervisor {
-            core: Core::new(settings(
-                setup.config,
-                setup.reaper,
-                job_control,
-                !stream_listeners.is_empty(),
-            )),
+        let steering = match steering::Steering::new(setup.listeners, setup.steering) {
+            Ok(steering) => steering,
+            Err(e) => {
+                warn!(
+                    Subject::NONE,
+                    "steering is off, every generation shares the listeners: {e}"
+                );
+                steering::Steering::new(setup.listeners, false)
+                    .expect("without steering no group is made, so nothing can fail")
+            }
+        };
+        let stream_listeners = setup.listeners.iter().any(|l| l.is_stream());
+        // --health-http probes the first stream listener.
+        let probe = match &setup.config.health {
+            Some(crate::config::Health {
+                check: crate::config::HealthCheck::Http(path),
+                timeout,
+                ..
+            }) => setup
+                .listeners
+                .iter()
+                .find(|l| l.is_stream())
+                .and_then(|l| crate::health::Target::of(&l.bound))
+                .map(|target| (path.clone(), target, *timeout)),
+            _ => None,
+        };
+        let triggers = triggers::Triggers::new(setup.watch, probe);
+        let core = Core::new(settings(
+            setup.config,
+            setup.reaper,
+            job_control,
+            stream_listeners,
+            steering.enabled(),
+        ));
+        let io = Executor {
             cfg: setup.config,
             listeners: setup.listeners,
             env: setup.env,
@@ -156,7 +201,10 @@ impl<'a> Supervisor<'a> {
             timer: None,
             notify_dir: None,
             notify_abstract: false,
-            stream_listeners,
+            status_asked: Vec::new(),
+            reaped: std::collections::VecDeque::new(),
+            steering,
+            triggers,
             control: match control::Server::bind() {
                 Ok(server) => Some(server),
                 Err(e) => {
@@ -168,120 +216,106 @@ impl<'a> Supervisor<'a> {
                 }
             },
             started: Instant::now(),
-        }
+        };
+        Supervisor { core, io }
     }
 
     /// Runs the service until everything is over; returns how graceful-run should end.
     pub async fn run(mut self) -> Outcome {
-        let mut queue = VecDeque::from([Event::Start]);
-        let outcome = 'service: loop {
-            while let Some(event) = queue.pop_front() {
-                for action in self.core.step(Instant::now(), event) {
-                    if let Some(outcome) = self.perform(action, &mut queue) {
-                        break 'service outcome;
-                    }
-                }
+        let mut event = Event::Start;
+        let outcome = loop {
+            if let Some(outcome) = driver::dispatch(&mut self.core, &mut self.io, event) {
+                break outcome;
             }
-            let held = &self.held;
-            let control = &mut self.control;
-            let deadline = self.timer;
-            let wake = tokio::select! {
-                received = self.signals.next() => Wake::Signal(received),
-                (generation, message) = std::future::poll_fn(|cx| poll_notify(held, cx)) => {
-                    Wake::Notify(generation, message)
+            event = loop {
+                if let Some(event) = self.io.next_event().await {
+                    break event;
                 }
-                (client, request) = std::future::poll_fn(|cx| poll_control(control, cx)) => {
-                    Wake::Control(client, request)
-                }
-                () = sleep_until(deadline), if deadline.is_some() => Wake::Timer,
+                // Nothing for the core: a status request, answered from its snapshot.
+                self.io.answer_status(&self.core.snapshot());
             };
-            match wake {
-                Wake::Signal(received) => self.on_signal(received, &mut queue),
-                Wake::Notify(generation, message) => {
-                    if let Some(event) = self.on_notify(generation, message) {
-                        queue.push_back(event);
-                    }
-                }
-                Wake::Control(client, request) => {
-                    if let Some(event) = self.on_control(client, request) {
-                        queue.push_back(event);
-                    }
-                }
-                Wake::Timer => queue.push_back(Event::Timer),
-            }
         };
-        self.reclaim_terminal();
+        self.io.reclaim_terminal();
         // The handlers stay installed until the process ends: a signal that arrives while
         // socket and pid files are removed is absorbed instead of killing graceful-run
         // half-way. (Dropping the receiver would also unregister every handler, one
         // copy-on-write update of signal-hook's registry each: a fifth of startup+exit work.)
-        std::mem::forget(self.signals);
+        std::mem::forget(self.io.signals);
         outcome
     }
+}
 
-    fn on_signal(&mut self, received: Received, queue: &mut VecDeque<Event>) {
+impl Executor<'_> {
+    /// Waits for the next thing that happens; None when it was nothing for the core (a status
+    /// request answered here, a datagram for a worker already gone).
+    async fn next_event(&mut self) -> Option<Event> {
+        if let Some(event) = self.pending_reap() {
+            return Some(event);
+        }
+        let held = &self.held;
+        let control = &mut self.control;
+        let deadline = self.timer;
+        let triggers = &mut self.triggers;
+        let steering = &mut self.steering;
+        let wake = tokio::select! {
+            event = triggers.next(steering) => Wake::Trigger(event),
+            received = self.signals.next() => Wake::Signal(received),
+            (worker, message) = std::future::poll_fn(|cx| poll_notify(held, cx)) => {
+                Wake::Notify(worker, message)
+            }
+            (client, request) = std::future::poll_fn(|cx| poll_control(control, cx)) => {
+                Wake::Control(client, request)
+            }
+            () = sleep_until(deadline), if deadline.is_some() => Wake::Timer,
+        };
+        match wake {
+            Wake::Signal(received) => self.on_signal(received),
+            Wake::Notify(worker, message) => self.on_notify(worker, message),
+            Wake::Control(client, request) => self.on_control(client, request),
+            Wake::Timer => Some(Event::Timer),
+            Wake::Trigger(event) => Some(event),
+        }
+    }
+
+    fn on_signal(&mut self, received: Received) -> Option<Event> {
         let signal = received.signal;
         if signal == Signal::CHLD {
-            self.reap(queue);
-            return;
+            // Every exited child, reported as events owed before anything else.
+            let harvest = reaper::reap();
+            self.reaped.extend(harvest.events);
+            return self.pending_reap();
         }
         let origin = match received.sender {
             Some(pid) if pid == self.own_pid => Origin::Myself,
             _ if received.from_kernel => Origin::Kernel,
-            Some(pid) => self.sender(pid, signal),
-            None => Origin::Process {
-                pid: 0,
-                pgid: None,
-                descendant: false,
+            // The sender's group tells the command's own processes apart (the core asks for
+            // more when it needs it).
+            Some(pid) => Origin::Process {
+                pid,
+                pgid: if self.cfg.process_group && pid > 0 {
+                    nix::unistd::getpgid(Some(Pid::from_raw(pid)))
+                        .ok()
+                        .map(Pid::as_raw)
+                } else {
+                    None
+                },
             },
+            None => Origin::Process { pid: 0, pgid: None },
         };
-        queue.push_back(Event::Signal { signal, origin });
+        Some(Event::Signal { signal, origin })
     }
 
-    /// What the core needs to tell the command's own signals from requests: the sender's
-    /// group, and for the signals that decide something (TERM, INT, the restart signal) whether
-    /// it descends from graceful-run, read from /proc. Other signals are only forwarded, and
-    /// keep /proc out of their path.
-    fn sender(&self, pid: i32, signal: Signal) -> Origin {
-        let pgid = if self.cfg.process_group && pid > 0 {
-            nix::unistd::getpgid(Some(Pid::from_raw(pid)))
-                .ok()
-                .map(Pid::as_raw)
-        } else {
-            None
-        };
-        let decides =
-            matches!(signal, Signal::TERM | Signal::INT) || Some(signal) == self.cfg.restart_signal;
-        let known = self
-            .held
-            .values()
-            .any(|h| h.pid.as_raw() == pid || Some(h.pid.as_raw()) == pgid);
-        let descendant = decides
-            && !known
-            && pid > 0
-            && self.proc_is_ours
-            && process::descends_from(pid, self.own_pid);
-        Origin::Process {
-            pid,
-            pgid,
-            descendant,
-        }
+    /// The next reap collected and not yet reported.
+    fn pending_reap(&mut self) -> Option<Event> {
+        let (pid, status) = self.reaped.pop_front()?;
+        Some(Event::Reaped {
+            pid: pid.as_raw(),
+            status,
+        })
     }
 
-    /// Collects every exited child, as events for the core.
-    fn reap(&mut self, queue: &mut VecDeque<Event>) -> bool {
-        let harvest = reaper::reap();
-        for (pid, status) in harvest.events {
-            queue.push_back(Event::Reaped {
-                pid: pid.as_raw(),
-                status,
-            });
-        }
-        harvest.children_left
-    }
-
-    /// A request from `graceful-run ctl`: a status is answered here from the core's snapshot
-    /// (a read, no decision); a restart or a stop goes to the core.
+    /// A request from `graceful-run ctl`: a status is answered by the loop from the core's
+    /// snapshot (a read, no decision); a restart or a stop goes to the core.
     fn on_control(
         &mut self,
         client: control::ClientId,
@@ -289,40 +323,68 @@ impl<'a> Supervisor<'a> {
     ) -> Option<Event> {
         let command = match request {
             control::Request::Status { .. } => {
-                let report = self.status_report();
-                if let Some(server) = &mut self.control {
-                    server.reply(client, &control::Reply::Status(report), true);
-                }
+                self.status_asked.push(client);
                 return None;
             }
             control::Request::Restart { wait } => core::Command::Restart { wait },
             control::Request::Stop { wait } => core::Command::Stop { wait },
+            control::Request::Scale { workers } => core::Command::Scale { workers },
         };
+        let (pid, uid) = self
+            .control
+            .as_ref()
+            .and_then(|server| server.peer(client))
+            .unwrap_or((0, u32::MAX));
         Some(Event::Control {
             client: client.number(),
-            pid: None,
+            peer: core::Peer { pid, uid },
             command,
         })
     }
 
-    fn status_report(&self) -> control::StatusReport {
+    /// Answers the status requests that came in, from the core's snapshot.
+    fn answer_status(&mut self, snapshot: &core::Snapshot) {
+        if self.status_asked.is_empty() {
+            return;
+        }
+        let report = self.status_report(snapshot);
+        for client in std::mem::take(&mut self.status_asked) {
+            if let Some(server) = &mut self.control {
+                server.reply(client, &control::Reply::Status(report.clone()), true);
+            }
+        }
+    }
+
+    fn status_report(&self, snapshot: &core::Snapshot) -> control::StatusReport {
         let now = Instant::now();
-        let snapshot = self.core.snapshot();
+        let several = snapshot.workers.iter().any(|w| w.slot > 0) || self.cfg.workers.count > 1;
         let generations = snapshot
-            .generations
+            .workers
             .iter()
-            .map(|g| control::GenerationStatus {
-                number: g.id,
-                pid: g.pid,
-                state: match g.role {
+            .map(|w| control::GenerationStatus {
+                number: w.generation,
+                worker: several.then_some(w.slot),
+                pid: w.pid,
+                state: match w.role {
                     core::Role::Starting | core::Role::Incoming => {
                         control::GenerationState::Starting
                     }
                     core::Role::Serving | core::Role::Draining => control::GenerationState::Ready,
+                    core::Role::Retiring => control::GenerationState::Draining,
                     core::Role::Stopping => control::GenerationState::Stopping,
                 },
-                in_state_for: now.saturating_duration_since(g.since),
-                ready_by: g.ready_by.map(str::to_string),
+                in_state_for: now.saturating_duration_since(w.since),
+                ready_by: w.ready_by.map(str::to_string),
+                status: self
+                    .held
+                    .get(&w.id)
+                    .and_then(|h| h.notify.as_ref())
+                    .and_then(NotifySocket::last_status),
+                memory: w.memory,
+                healthy: w.healthy,
+                queue: w.member.and_then(|m| self.steering.queue_len(m)),
+                busy: w.activity.map(|a| a.busy),
+                idle: w.activity.map(|a| a.idle),
             })
             .collect();
         let listeners = self
@@ -335,22 +397,36 @@ impl<'a> Supervisor<'a> {
                 name: l.fd_name().to_string(),
             })
             .collect();
+        let t = snapshot.triggered;
+        let triggered = [
+            ("unhealthy", t.unhealthy),
+            ("watchdog", t.watchdog),
+            ("memory", t.memory),
+            ("lifetime", t.lifetime),
+            ("changes", t.changes),
+        ]
+        .into_iter()
+        .filter(|(_, n)| *n > 0)
+        .collect();
         control::StatusReport {
             pid: self.own_pid as u32,
             uptime: now.saturating_duration_since(self.started),
             generations,
             listeners,
+            workers: several.then_some(snapshot.slots),
             restarts: snapshot.restarts,
             last_exit: snapshot.last_exit.map(|exit| exit.to_string()),
+            last_failure: snapshot.last_failure.map(|f| f.to_string()),
+            triggered,
         }
     }
 
-    /// A datagram from a generation's NOTIFY_SOCKET; the socket already refused senders of
-    /// other uids.
-    fn on_notify(&mut self, generation: GenId, message: Message) -> Option<Event> {
-        let held = self.held.get(&generation)?;
+    /// A datagram from a worker's NOTIFY_SOCKET; the socket already refused senders of other
+    /// uids.
+    fn on_notify(&mut self, worker: WorkerId, message: Message) -> Option<Event> {
+        let held = self.held.get(&worker)?;
         debug!(
-            Subject::generation(generation, held.pid.as_raw()),
+            Subject::generation(held.generation, held.pid.as_raw()),
             "notify from {}: {:?}",
             message
                 .sender_pid
@@ -358,129 +434,123 @@ impl<'a> Supervisor<'a> {
             message.fields
         );
         Some(Event::Notify {
-            generation,
+            worker,
             fields: message.fields,
         })
     }
 
-    /// Carries out one action; answers the core's questions by queueing events. Returns the
-    /// outcome when the action is the exit.
-    fn perform(&mut self, action: Action, queue: &mut VecDeque<Event>) -> Option<Outcome> {
-        match action {
-            Action::Log {
-                level,
-                subject,
-                text,
-            } => log::write(level, subject, format_args!("{text}")),
-            Action::Spawn {
+    /// Answers one of the core's questions; the answer (after any reaps it must come behind)
+    /// goes into `answers`.
+    fn answer(&mut self, ticket: core::Ticket, question: Question, answers: &mut Answers) {
+        let answer = match question {
+            Question::Spawn {
+                worker,
                 generation,
+                slot,
                 reset_nonblocking,
-            } => {
-                let result = self.spawn_generation(generation, reset_nonblocking);
-                queue.push_front(Event::Spawned { generation, result });
-            }
-            Action::Signal { target, signal } => self.send(target, signal),
-            Action::GiveTerminal { pgid } => self.give_terminal(Pid::from_raw(pgid)),
-            Action::StopSelf => self.stop_self(),
-            Action::CheckGroup { generation, pgid } => {
-                let alive = process::group_alive(Pid::from_raw(pgid));
-                queue.push_front(Event::GroupChecked { generation, alive });
-            }
-            Action::CheckLeftovers => {
-                // Reparenting sends no SIGCHLD: collect what exited meanwhile first.
-                let mut reaped = VecDeque::new();
-                let children_left = self.reap(&mut reaped);
+                notify,
+                member,
+            } => Answer::Spawned(self.spawn_worker(
+                worker,
+                generation,
+                slot,
+                reset_nonblocking,
+                notify,
+                member,
+            )),
+            Question::RunHook {
+                kind,
+                main_pid,
+                exit,
+            } => Answer::HookStarted(self.start_hook(kind, main_pid, exit)),
+            Question::CheckGroup { pgid, .. } => Answer::Group {
+                alive: process::group_alive(Pid::from_raw(pgid)),
+            },
+            Question::CheckLeftovers => {
+                // Reparenting sends no SIGCHLD: collect what exited meanwhile first, and report
+                // it before the answer.
+                let harvest = reaper::reap();
+                for (pid, status) in harvest.events {
+                    answers.push(Event::Reaped {
+                        pid: pid.as_raw(),
+                        status,
+                    });
+                }
                 let can_find = self.pid1 || self.proc_is_ours;
-                if children_left && !can_find {
+                if harvest.children_left && !can_find {
                     warn!(
                         Subject::NONE,
                         "leaving behind processes that cannot be found (/proc is not this pid namespace's)"
                     );
                 }
-                let answer = Event::LeftoversChecked {
-                    found: children_left && can_find,
-                };
-                queue.push_front(answer);
-                for event in reaped.into_iter().rev() {
-                    queue.push_front(event);
+                Answer::Leftovers {
+                    found: harvest.children_left && can_find,
                 }
             }
-            Action::Probe { generation, pgid } => {
-                let missing = self.probe(generation, Pid::from_raw(pgid));
-                queue.push_front(Event::Probed {
-                    generation,
-                    missing,
-                });
-            }
-            Action::RunHook {
-                kind,
-                main_pid,
-                exit,
+            Question::Probe {
+                worker,
+                pgid,
+                member,
             } => {
-                let pid = self.start_hook(kind, main_pid, exit);
-                queue.push_front(Event::HookStarted { kind, pid });
+                let (missing, blind) = self.probe(Pid::from_raw(pgid), member);
+                let _ = worker;
+                Answer::Probed { missing, blind }
             }
-            Action::Release { generation } => {
-                self.held.remove(&generation);
-            }
-            Action::CloseListeners => {
-                if !self.listeners.is_closed() {
-                    self.listeners.close();
-                    debug!(
-                        Subject::NONE,
-                        "closed graceful-run's copies of the listening sockets"
-                    );
-                }
-            }
-            Action::Upstream(text) => self.upstream_send(&text),
-            Action::ArmTimer(deadline) => self.timer = deadline,
-            Action::Reply {
-                client,
-                answer,
-                last,
+            Question::Observe {
+                worker,
+                pgid,
+                member,
             } => {
-                if let Some(server) = &mut self.control {
-                    let reply = match answer {
-                        core::Answer::Accepted => control::Reply::Accepted,
-                        core::Answer::Done => control::Reply::Done,
-                        core::Answer::Failed(why) => control::Reply::Failed(why),
-                    };
-                    server.reply(control::ClientId::from_number(client), &reply, last);
-                }
+                let scope = steering::scope(self.cfg.process_group, pgid);
+                Answer::Observed(self.steering.observe(worker, scope, member))
             }
-            Action::Exit(outcome) => return Some(outcome),
-        }
-        None
+            Question::StartCheck {
+                worker,
+                pid,
+                slot,
+                member,
+            } => Answer::CheckStarted(self.start_check(worker, pid, slot, member)),
+            Question::StartBuild => Answer::BuildStarted(self.start_build()),
+            Question::Descends { pid } => {
+                Answer::Descends(self.proc_is_ours && process::descends_from(pid, self.own_pid))
+            }
+        };
+        answers.push(Event::Answer { ticket, answer });
     }
 
-    /// Spawns generation `gen` on the shared sockets: its pid, or the exit code its failure
-    /// stands for.
-    fn spawn_generation(&mut self, generation: GenId, reset_nonblocking: bool) -> Result<i32, i32> {
+    /// Spawns a worker on the sockets: its pid, or the exit code its failure stands for.
+    fn spawn_worker(
+        &mut self,
+        worker: WorkerId,
+        generation: GenId,
+        slot: u32,
+        reset_nonblocking: bool,
+        notify: NotifyNeed,
+        member: Option<u32>,
+    ) -> Result<Spawned, i32> {
         let program = &self.cfg.command[0];
         let path = std::env::var_os("PATH");
         let executable = spawn::look_up(program, path.as_deref()).map_err(|e| {
             error!(Subject::NONE, "gen {generation}: {e}");
             e.exit_code()
         })?;
-        // Only when no generation is alive: an event-loop server sets O_NONBLOCK on the
-        // shared listener, and clearing it under a sibling that still serves makes that
+        // Only when no process of the command is alive: an event-loop server sets O_NONBLOCK
+        // on the shared listener, and clearing it under a sibling that still serves makes that
         // sibling block in accept(2) whenever another process won the connection.
         if reset_nonblocking && let Err(e) = self.listeners.reset_blocking() {
             warn!(Subject::NONE, "cannot reset O_NONBLOCK on the sockets: {e}");
         }
-        let notify = match self.cfg.ready {
-            Ready::Auto => match self.bind_notify(generation) {
+        let mut notify_failed = None;
+        let socket = match notify {
+            NotifyNeed::None => None,
+            NotifyNeed::Wanted => match self.bind_notify(worker) {
                 Ok(socket) => Some(socket),
                 Err(e) => {
-                    // Readiness is still seen when it waits on its sockets.
-                    warn!(
-                        Subject::NONE,
-                        "gen {generation}: no NOTIFY_SOCKET ({e}): READY=1 cannot be heard"
-                    );
+                    notify_failed = Some(e.to_string());
                     None
                 }
             },
-            Ready::Notify => match self.bind_notify(generation) {
+            NotifyNeed::Required => match self.bind_notify(worker) {
                 Ok(socket) => Some(socket),
                 Err(e) => {
                     error!(
@@ -490,15 +560,21 @@ impl<'a> Supervisor<'a> {
                     return Err(crate::exit::FAILURE);
                 }
             },
-            Ready::After(_) | Ready::Accepting => None,
         };
         let env = self.env.for_generation(
             self.listeners,
             generation,
-            notify.as_ref().map(NotifySocket::address),
+            slot,
+            socket.as_ref().map(NotifySocket::address),
             &self.cfg.compat,
         );
-        let fds = self.listeners.raw_fds();
+        let fds = self.steering.fds(self.listeners, member).map_err(|e| {
+            error!(
+                Subject::NONE,
+                "gen {generation}: cannot open a listener of its own: {e}"
+            );
+            crate::exit::FAILURE
+        })?;
         let terminal = self.terminal_for_new_generation();
         let plan = Plan {
             executable: &executable,
@@ -519,19 +595,38 @@ impl<'a> Supervisor<'a> {
             );
             e.exit_code()
         })?;
-        crate::info!(
-            Subject::generation(generation, pid.as_raw()),
-            "started {}",
-            executable.display()
+        // Issue 15: only the worker's own processes may notify for it; and once one has
+        // started, the directories killed instances left behind are swept.
+        let mut socket = socket;
+        if let Some(socket) = &mut socket {
+            socket.accept_from(crate::notify::Members {
+                leader: pid.as_raw(),
+                tree: self.proc_is_ours,
+            });
+        }
+        if let Some(dir) = &mut self.notify_dir {
+            dir.sweep_once();
+        }
+        self.held.insert(
+            worker,
+            Held {
+                generation,
+                pid,
+                notify: socket,
+            },
         );
-        self.held.insert(generation, Held { pid, notify });
-        Ok(pid.as_raw())
+        Ok(Spawned {
+            random: crate::random::number(),
+            pid: pid.as_raw(),
+            executable: executable.display().to_string(),
+            notify_failed,
+        })
     }
 
-    /// A NOTIFY_SOCKET for `generation`, in the private directory made with the first one.
+    /// A NOTIFY_SOCKET for `worker`, in the private directory made with the first one.
     /// Only root, graceful-run's own user and --user's may send to it.
     /// Falls back to an abstract socket for good when the directory cannot be made.
-    fn bind_notify(&mut self, generation: GenId) -> std::io::Result<NotifySocket> {
+    fn bind_notify(&mut self, worker: WorkerId) -> std::io::Result<NotifySocket> {
         let allowed: Vec<u32> = [0, nix::unistd::geteuid().as_raw()]
             .into_iter()
             .chain(self.cfg.user.as_ref().map(|u| u.uid))
@@ -549,9 +644,75 @@ impl<'a> Supervisor<'a> {
             }
         }
         match &self.notify_dir {
-            Some(dir) => dir.bind(generation, &allowed),
-            None => NotifySocket::bind_abstract(generation, &allowed),
+            Some(dir) => dir.bind(worker, &allowed),
+            None => NotifySocket::bind_abstract(worker, &allowed),
         }
+    }
+
+    /// Starts a health check of a worker: `--health-cmd` as a process of its own group (its
+    /// standard output is dropped: a check every few seconds would fill the log; its errors
+    /// show), or a `--health-http` probe.
+    fn start_check(
+        &mut self,
+        worker: WorkerId,
+        pid: i32,
+        slot: u32,
+        member: Option<u32>,
+    ) -> core::CheckStart {
+        let Some(health) = &self.cfg.health else {
+            return core::CheckStart::Failed("no health check is configured".into());
+        };
+        match &health.check {
+            crate::config::HealthCheck::Http(_) => {
+                self.triggers.probe(worker, member, &mut self.steering);
+                core::CheckStart::Probe
+            }
+            crate::config::HealthCheck::Command(command) => {
+                let script = format!("exec >/dev/null\n{command}");
+                let extra = [
+                    ("MAINPID", pid.to_string()),
+                    ("GRACEFUL_RUN_WORKER", slot.to_string()),
+                ];
+                match self.run_shell(&script, &extra, true) {
+                    Ok(pid) => core::CheckStart::Process(pid),
+                    Err(e) => core::CheckStart::Failed(format!("cannot run --health-cmd: {e}")),
+                }
+            }
+        }
+    }
+
+    /// Starts `--build`, its output shown as it comes.
+    fn start_build(&mut self) -> Option<i32> {
+        let command = self.cfg.watch.as_ref()?.build.clone()?;
+        match self.run_shell(&command, &[], true) {
+            Ok(pid) => Some(pid),
+            Err(e) => {
+                warn!(Subject::NONE, "cannot run --build: {e}");
+                None
+            }
+        }
+    }
+
+    /// `sh -c script` in a process group of its own, as `--user` when given.
+    fn run_shell(
+        &self,
+        script: &str,
+        extra: &[(&str, String)],
+        new_process_group: bool,
+    ) -> Result<i32, spawn::SpawnError> {
+        let argv = ["sh".into(), "-c".into(), script.into()];
+        let plan = Plan {
+            executable: std::path::Path::new("/bin/sh"),
+            argv: &argv,
+            env: self.env.for_hook(extra),
+            listen_pid: false,
+            fds: &[],
+            new_process_group,
+            terminal: None,
+            credentials: self.cfg.user.as_ref(),
+            ignored_signals: &self.ignored_signals,
+        };
+        spawn::spawn(&plan).map(|pid| pid.as_raw())
     }
 
     fn start_hook(
@@ -627,43 +788,46 @@ impl<'a> Supervisor<'a> {
         }
     }
 
-    /// The stream listeners no process of the generation waits on yet (their names), from
-    /// /proc: see `accepting`. The one look graceful-run takes without an event, and only
-    /// while a generation starts (the core backs it off from 1 ms to 50 ms).
-    fn probe(&self, generation: GenId, pgid: Pid) -> Vec<String> {
-        let scope = if self.cfg.process_group {
-            accepting::Scope::Group(pgid)
-        } else {
-            accepting::Scope::Tree(pgid)
+    /// The stream listeners no process of the worker waits on yet (their names), from /proc:
+    /// see `accepting`; and why its processes could not be seen, when they could not. The one
+    /// look graceful-run takes without an event, and only while a worker starts (the core
+    /// backs it off from `core::worker::PROBE_FIRST` to `PROBE_MAX`). It runs off this
+    /// thread, bounded (`accepting`).
+    fn probe(&self, pgid: Pid, member: Option<u32>) -> (Vec<String>, Option<accepting::Blind>) {
+        let scope = steering::scope(self.cfg.process_group, pgid.as_raw());
+        let stream_listeners = self.steering.stream_inodes(self.listeners, member);
+        let inodes: Vec<u64> = stream_listeners.iter().map(|(ino, _)| *ino).collect();
+        let (waited, blind) = match accepting::look(scope, &inodes) {
+            Ok(waited) => (waited, None),
+            Err(blind) => (Vec::new(), Some(blind)),
         };
-        let inodes: Vec<u64> = self.stream_listeners.iter().map(|(ino, _)| *ino).collect();
-        let waited = match accepting::waiting_on(scope, &inodes) {
-            Ok(waited) => waited,
-            Err(e) => {
-                debug!(
-                    Subject::generation(generation, pgid.as_raw()),
-                    "cannot see what it waits on: {e}"
-                );
-                Vec::new()
-            }
-        };
-        self.stream_listeners
-            .iter()
+        let missing = stream_listeners
+            .into_iter()
             .filter(|(ino, _)| !waited.contains(ino))
-            .map(|(_, name)| name.clone())
-            .collect()
+            .map(|(_, name)| name)
+            .collect();
+        (missing, blind)
     }
 
-    fn upstream_send(&self, text: &str) {
+    fn upstream_send(&self, message: &core::Upstream) {
         let Some(upstream) = &self.upstream else {
             return;
         };
-        // MONOTONIC_USEC goes with RELOADING=1 (systemd's Type=notify-reload wants it): a
-        // clock read, so the executor adds it.
-        let text = if text.lines().any(|l| l == "RELOADING=1") {
-            format!("{text}\nMONOTONIC_USEC={}", monotonic_usec())
-        } else {
-            text.to_string()
+        let text = match message {
+            core::Upstream::Ready { main_pid } => format!("READY=1\nMAINPID={main_pid}"),
+            // MONOTONIC_USEC goes with RELOADING=1 (systemd's Type=notify-reload wants it).
+            core::Upstream::Reloading => {
+                format!("RELOADING=1\nMONOTONIC_USEC={}", monotonic_usec())
+            }
+            core::Upstream::Reloaded => "READY=1\nERRNO=0".to_string(),
+            core::Upstream::ReloadFailed { failure, ready } => format!(
+                "{}STATUS=restart failed: {failure}\nERRNO={}",
+                if *ready { "READY=1\n" } else { "" },
+                failure.errno()
+            ),
+            core::Upstream::Stopping => "STOPPING=1".to_string(),
+            core::Upstream::Status(status) => format!("STATUS={status}"),
+            core::Upstream::ExtendTimeout { usec } => format!("EXTEND_TIMEOUT_USEC={usec}"),
         };
         if let Err(e) = upstream.send(&text) {
             debug!(Subject::NONE, "cannot notify the supervisor: {}", e.desc());
@@ -671,12 +835,67 @@ impl<'a> Supervisor<'a> {
     }
 }
 
+impl driver::World for Executor<'_> {
+    fn now(&mut self) -> Instant {
+        Instant::now()
+    }
+
+    fn perform(&mut self, action: Action, answers: &mut Answers) {
+        match action {
+            Action::Log {
+                level,
+                subject,
+                text,
+            } => log::write(level, subject, format_args!("{text}")),
+            Action::Ask { ticket, question } => self.answer(ticket, question, answers),
+            Action::Signal { target, signal } => self.send(target, signal),
+            Action::GiveTerminal { pgid } => self.give_terminal(Pid::from_raw(pgid)),
+            Action::StopSelf => self.stop_self(),
+            Action::Release { worker } => {
+                self.held.remove(&worker);
+                self.steering.release(worker);
+            }
+            Action::Steer { members } => self.steering.steer(&members),
+            Action::SampleMemory { workers } => self.triggers.sample_memory(workers),
+            Action::CloseListeners => {
+                if !self.listeners.is_closed() {
+                    self.listeners.close();
+                    self.steering.close();
+                    debug!(
+                        Subject::NONE,
+                        "closed graceful-run's copies of the listening sockets"
+                    );
+                }
+            }
+            Action::Upstream(message) => self.upstream_send(&message),
+            Action::ArmTimer(deadline) => self.timer = deadline,
+            Action::Reply {
+                client,
+                reply,
+                last,
+            } => {
+                if let Some(server) = &mut self.control {
+                    let reply = match reply {
+                        core::Reply::Accepted => control::Reply::Accepted,
+                        core::Reply::Done => control::Reply::Done,
+                        core::Reply::Failed(why) => control::Reply::Failed(why.to_string()),
+                    };
+                    server.reply(control::ClientId::from_number(client), &reply, last);
+                }
+            }
+            // The dispatch loop keeps the exit.
+            Action::Exit(_) => {}
+        }
+    }
+}
+
 /// What woke the loop.
 enum Wake {
     Signal(Received),
-    Notify(GenId, Message),
+    Notify(WorkerId, Message),
     Control(control::ClientId, control::Request),
     Timer,
+    Trigger(Event),
 }
 
 fn poll_control(
@@ -690,9 +909,9 @@ fn poll_control(
 }
 
 fn poll_notify(
-    held: &BTreeMap<GenId, Held>,
+    held: &BTreeMap<WorkerId, Held>,
     cx: &mut std::task::Context<'_>,
-) -> std::task::Poll<(GenId, Message)> {
+) -> std::task::Poll<(WorkerId, Message)> {
     for (generation, held) in held {
         if let Some(socket) = &held.notify
             && let std::task::Poll::Ready(message) = socket.poll_message(cx)

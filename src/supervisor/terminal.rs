@@ -11,10 +11,10 @@ use std::os::fd::RawFd;
 
 use nix::unistd::Pid;
 
-use super::Supervisor;
+use super::Executor;
 use crate::process;
 
-impl Supervisor<'_> {
+impl Executor<'_> {
     /// Stops graceful-run itself, so that the shell sees its job stop.
     pub(super) fn stop_self(&self) {
         if self.terminal.is_some() && !self.pid1 {

@@ -295,12 +295,8 @@ fn python_http_server_waits_in_poll() {
     served.stop();
 }
 
-const WSGI_APP: &str = "def app(environ, start_response):\n\
-    \x20   start_response('200 OK', [('Content-Type', 'text/plain')])\n\
-    \x20   return [b'hi']\n";
-
-/// gunicorn (which takes its socket from LISTEN_FDS): its sync workers select on the listener; the arbiter (the group's leader) does not
-/// wait on it, so this also checks that the group is searched beyond its leader.
+/// gunicorn (which takes its socket from LISTEN_FDS): its sync workers select on the
+/// listener; the arbiter (the group's leader) does not wait on it, so this also checks that the group is searched beyond its leader.
 #[test]
 #[cfg_attr(
     not(has_gunicorn),
@@ -315,24 +311,13 @@ fn gunicorn_sync_workers_wait_in_select() {
     ) {
         return;
     }
-    let dir = TempDir::new("accepting-gunicorn");
-    std::fs::write(dir.join("app.py"), WSGI_APP).expect("the temp dir is writable");
-    std::fs::write(dir.join("conf.py"), "control_socket_disable = True\n").expect("writable");
-    let chdir = dir.path().display().to_string();
-    let conf = dir.join("conf.py").display().to_string();
+    // The example app with the example's settings (two workers, no control socket).
+    let chdir = crate::support::example_file("python");
+    let conf = crate::support::example_file("python/gunicorn.conf.py");
     let served = Served::start(
         &[],
         &[
-            "python3",
-            "-m",
-            "gunicorn",
-            "--workers",
-            "2",
-            "--chdir",
-            &chdir,
-            "-c",
-            &conf,
-            "app:app",
+            "python3", "-m", "gunicorn", "--chdir", &chdir, "-c", &conf, "app:wsgi",
         ],
     );
     served.wait_until_waiting(served.group());
@@ -493,8 +478,8 @@ fn one_check_on_ten_processes_is_cheap() {
     served.stop();
 }
 
-/// During a restart every generation holds the same listener: the old one's waiting must not
-/// make the new one count. Generation 2 blocks before accepting while generation 1 still
+/// During a restart with one shared listener every generation holds it: the old one's waiting
+/// must not make the new one count. Generation 2 blocks before accepting while generation 1 still
 /// waits; only generation 1 is seen waiting.
 #[test]
 fn the_old_generation_waiting_does_not_count_for_the_new_one() {
@@ -518,7 +503,11 @@ fn the_old_generation_waiting_does_not_count_for_the_new_one() {
         second = second.display().to_string(),
         gate = gate.display().to_string()
     );
-    let served = Served::start(&["--ready", "notify"], &["python3", "-c", &script]);
+    // One listener for every generation: with steering each would have its own.
+    let served = Served::start(
+        &["--ready", "notify", "--handover", "shared"],
+        &["python3", "-c", &script],
+    );
     served.gr.wait_stderr("ready after");
     served.wait_until_waiting(served.group());
     std::fs::write(&second, b"").expect("the temp dir is writable");

@@ -219,6 +219,11 @@ fn every_bad_value_is_one_line_and_status_125() {
         (&["--restart-signal", "TERM"], "--restart-signal", "TERM"),
         (&["--ready", "sometime"], "--ready", "sometime"),
         (&["--ready-timeout", "soon"], "--ready-timeout", "soon"),
+        (&["--handover", "swap"], "--handover", "swap"),
+        (&["--handover", ""], "--handover", "''"),
+        (&["--drain-timeout", "soon"], "--drain-timeout", "soon"),
+        (&["--drain-timeout=-1s"], "--drain-timeout", "-1s"),
+        (&["--drain-timeout", "2y"], "--drain-timeout", "2y"),
         (
             &["--restart-policy", "sometimes"],
             "--restart-policy",
@@ -232,6 +237,8 @@ fn every_bad_value_is_one_line_and_status_125() {
             "--user",
             "no-such-group-gr",
         ),
+        (&["--user", "4294967295:0"], "--user", "4294967295"),
+        (&["--user", "0:4294967295"], "--user", "4294967295"),
         (&["--exit-code-map", "300:0"], "--exit-code-map", "300:0"),
         (&["--exit-code-map", "143"], "--exit-code-map", "143"),
         (&["--log-format", "xml"], "--log-format", "xml"),
@@ -248,6 +255,64 @@ fn every_bad_value_is_one_line_and_status_125() {
         (&["--ready-timeout", "2y"], "--ready-timeout", "2y"),
         (&["--drain-delay", "31557601"], "--drain-delay", "31557601"),
         (&["--ready", "400d"], "--ready", "400d"),
+        // Workers (issue 17).
+        (&["-w", "0"], "--workers", "'0'"),
+        (&["-w", "-1"], "--workers", "'-1'"),
+        (&["--workers", "many"], "--workers", "many"),
+        (&["-w", "1025"], "--workers", "1025"),
+        (&["--max-surge", "-1"], "--max-surge", "'-1'"),
+        (&["--max-unavailable", "2000"], "--max-unavailable", "2000"),
+        (
+            &["--max-surge", "0", "--max-unavailable", "0"],
+            "--max-surge",
+            "--max-unavailable 0",
+        ),
+        // Health and resources (issue 18).
+        (&["--health-cmd", ""], "--health-cmd", "''"),
+        (
+            &["--health-cmd", "true", "--health-interval", "0"],
+            "--health-interval",
+            "'0'",
+        ),
+        (
+            &["--health-cmd", "true", "--health-interval", "-5s"],
+            "--health-interval",
+            "-5s",
+        ),
+        (
+            &["--health-cmd", "true", "--health-timeout", "0s"],
+            "--health-timeout",
+            "0s",
+        ),
+        (
+            &["--health-cmd", "true", "--health-retries", "0"],
+            "--health-retries",
+            "'0'",
+        ),
+        (
+            &["--health-cmd", "true", "--health-start-period", "-1s"],
+            "--health-start-period",
+            "-1s",
+        ),
+        (&["--health-interval", "5s"], "--health-interval", "5s"),
+        (&["--health-http", "healthz"], "--health-http", "healthz"),
+        (&["--health-http", "/a b"], "--health-http", "/a b"),
+        (
+            &["--health-http", "/h", "--health-cmd", "true"],
+            "--health-http",
+            "--health-cmd",
+        ),
+        (&["--watchdog", "0"], "--watchdog", "'0'"),
+        (&["--watchdog", "-1s"], "--watchdog", "-1s"),
+        (&["--max-memory", "10X"], "--max-memory", "10X"),
+        (&["--max-memory", "-1M"], "--max-memory", "-1M"),
+        (&["--max-memory", "0"], "--max-memory", "'0'"),
+        (&["--max-memory", "512"], "--max-memory", "'512'"),
+        (&["--max-lifetime", "0"], "--max-lifetime", "'0'"),
+        (&["--max-lifetime", "-1h"], "--max-lifetime", "-1h"),
+        // Development mode (issue 18).
+        (&["--watch", "{tmp}/missing"], "--watch", "missing"),
+        (&["--build", "make"], "--build", "make"),
         // SERVER_STARTER_PORT cannot carry ';' or '=' in a socket path.
         (
             &["--compat", "server-starter", "-l", "unix:{tmp}/a;b.sock"],
@@ -615,6 +680,15 @@ fn a_bad_value_from_the_environment_names_the_variable() {
         ("GRACEFUL_RUN_LISTEN", "99999", "--listen"),
         ("GRACEFUL_RUN_MAP_SIGNAL", "TERM", "--map-signal"),
         ("GRACEFUL_RUN_USER", "no-such-user-gr", "--user"),
+        ("GRACEFUL_RUN_HANDOVER", "swap", "--handover"),
+        ("GRACEFUL_RUN_DRAIN_TIMEOUT", "10x", "--drain-timeout"),
+        ("GRACEFUL_RUN_WORKERS", "0", "--workers"),
+        ("GRACEFUL_RUN_MAX_MEMORY", "-1M", "--max-memory"),
+        ("GRACEFUL_RUN_WATCHDOG", "0", "--watchdog"),
+        ("GRACEFUL_RUN_HEALTH_INTERVAL", "5s", "--health-interval"),
+        ("GRACEFUL_RUN_BUILD", "make", "--build"),
+        ("GRACEFUL_RUN_WATCH", "/no/such/dir/gr", "--watch"),
+        ("GRACEFUL_RUN_MAX_SURGE", "0", "--max-surge"),
     ];
     let mut failures = Vec::new();
     for (variable, value, flag) in cases {
@@ -788,7 +862,16 @@ fn startup_errors_carry_their_context() {
 fn counts_of_one_are_singular() {
     use std::io::{Read, Write};
     let server = crate::support::http_server();
-    let mut gr = Gr::start(&["-l", "127.0.0.1:0", "--ready", "notify", "--", &server]);
+    // STATUS= is logged at debug level (-v).
+    let mut gr = Gr::start(&[
+        "-v",
+        "-l",
+        "127.0.0.1:0",
+        "--ready",
+        "notify",
+        "--",
+        &server,
+    ]);
     gr.wait_stderr("status: serving on 1 socket");
     // One keep-alive connection, open when the stop begins.
     let mut connection = std::net::TcpStream::connect(gr.inet_addr(0)).expect("the server accepts");

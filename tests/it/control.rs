@@ -46,7 +46,7 @@ impl InProcess {
         let (bound_tx, bound) = mpsc::channel();
         let thread = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_io()
+                .enable_all()
                 .build()
                 .expect("a runtime starts");
             runtime.block_on(async move {
@@ -181,6 +181,8 @@ fn report() -> StatusReport {
                 state: GenerationState::Ready,
                 in_state_for: Duration::from_secs(80),
                 ready_by: Some("accepting".into()),
+                status: Some("serving 2 workers".into()),
+                ..GenerationStatus::default()
             },
             GenerationStatus {
                 number: 2,
@@ -188,6 +190,8 @@ fn report() -> StatusReport {
                 state: GenerationState::Starting,
                 in_state_for: Duration::from_secs(2),
                 ready_by: None,
+                status: None,
+                ..GenerationStatus::default()
             },
         ],
         listeners: vec![ListenerStatus {
@@ -197,6 +201,7 @@ fn report() -> StatusReport {
         }],
         restarts: 1,
         last_exit: None,
+        ..StatusReport::default()
     }
 }
 
@@ -211,7 +216,9 @@ fn status_as_text_and_as_json() {
     assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
     let stdout = text(&output.stdout);
     assert!(
-        stdout.contains("gen 1 (pid 4242): ready for 1m 20s (ready by accepting)"),
+        stdout.contains(
+            "gen 1 (pid 4242): ready for 1m 20s (ready by accepting), status: serving 2 workers"
+        ),
         "{stdout}"
     );
     assert!(
@@ -341,21 +348,48 @@ fn a_second_client_is_answered_while_a_restart_is_waited_for() {
     assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
 }
 
-/// `stop --wait` returns 0 once graceful-run closes the connection (at its exit).
+/// `stop --wait` returns 0 once graceful-run says `done` (as it is about to exit) and has
+/// exited; the connection ending without `done` means it did not finish (it was killed):
+/// exit 1. (This process plays graceful-run and does not exit: the client's wait for its
+/// exit is bounded by --timeout, exit 2.)
 #[test]
-fn stop_wait_returns_when_graceful_run_is_gone() {
+fn stop_wait_needs_graceful_run_to_say_it_is_done() {
     let server = InProcess::start();
-    let client = spawn(ctl(&["--pid", &own_pid(), "stop", "--wait"]));
+    let client = spawn(ctl(&[
+        "--pid",
+        &own_pid(),
+        "stop",
+        "--wait",
+        "--timeout",
+        "500ms",
+    ]));
     let (id, request) = server.next_request();
     assert_eq!(request, Request::Stop { wait: true });
     server.reply(id, Reply::Accepted, false);
+    server.reply(id, Reply::Done, true);
+    let output = finish(client);
+    assert_eq!(output.status.code(), Some(2), "{}", text(&output.stderr));
+    assert!(text(&output.stderr).contains("timed out after 500ms waiting for the stop"));
+
+    let client = spawn(ctl(&["--pid", &own_pid(), "stop", "--wait"]));
+    let (id, _) = server.next_request();
+    server.reply(id, Reply::Accepted, false);
     drop(server);
     let output = finish(client);
-    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output.stderr));
+    assert_eq!(
+        text(&output.stderr),
+        format!(
+            "graceful-run ctl: graceful-run (pid {}) ended before it confirmed the stop (was it \
+             killed?)\n",
+            own_pid()
+        )
+    );
 }
 
-/// A user other than root and graceful-run's own is refused with a clear line and exit 125,
-/// and its request never reaches the supervisor.
+/// A user other than root and graceful-run's own cannot even look for the socket (it may
+/// not read /proc/PID/fd): one clear line and exit 125, and its request never reaches the
+/// supervisor. (A peer that connects anyway is refused by the server: `security.rs`.)
 #[test]
 fn another_user_is_refused() {
     let server = InProcess::start();
@@ -369,7 +403,7 @@ fn another_user_is_refused() {
     let stderr = text(&output.stderr);
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(
-        stderr.contains("refused") && stderr.contains("uid 65534"),
+        stderr.contains("only root and its own user may control it"),
         "{stderr}"
     );
     // The next request the supervisor sees is root's status, not the refused restart.
@@ -397,46 +431,6 @@ fn a_pid_that_is_no_graceful_run_is_named() {
     assert!(
         stderr.contains(&format!("pid {pid} is not a graceful-run")),
         "{stderr}"
-    );
-}
-
-/// A graceful-run in a pid namespace of its own (a container's pid 1) is found from outside
-/// by its outer pid: the name carries its namespace and its pid there (1), as it computes it
-/// for itself.
-#[test]
-fn the_name_of_a_pid_in_another_namespace_is_its_own() {
-    use std::io::{BufRead, BufReader};
-    let marker = crate::support::sleep_marker();
-    let _cleanup = crate::support::KillOnDrop(marker.clone());
-    let mut unshare = Command::new("unshare")
-        .args(["--pid", "--fork", "--mount-proc", "sh", "-c"])
-        .arg(format!(
-            "readlink /proc/self/ns/pid; echo $$; exec sleep {marker}"
-        ))
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("unshare runs");
-    let mut lines = BufReader::new(unshare.stdout.take().expect("piped")).lines();
-    let namespace = lines.next().expect("a line").expect("readable");
-    let inner_pid = lines.next().expect("a line").expect("readable");
-    assert_eq!(inner_pid, "1", "sh is the namespace's first process");
-    let inode = namespace
-        .strip_prefix("pid:[")
-        .and_then(|rest| rest.strip_suffix(']'))
-        .unwrap_or_else(|| panic!("not a namespace link: {namespace}"));
-    let mut outer = Vec::new();
-    poll_until("the namespace's pid 1 runs sleep", || {
-        outer = crate::support::sleepers(&marker);
-        !outer.is_empty()
-    });
-    let name =
-        graceful_run::control::socket_name_of(outer[0] as u32).expect("/proc shows the process");
-    let _ = unshare.kill();
-    let _ = unshare.wait();
-    assert_eq!(name, format!("graceful-run/ctl/{inode}/1"));
-    assert_ne!(
-        name,
-        graceful_run::control::socket_name_of(std::process::id()).expect("our own"),
     );
 }
 

@@ -140,7 +140,10 @@ fn a_peer_of_another_uid_is_refused() {
         .expect("setpriv (util-linux) runs");
     assert_eq!(code(output.status), Some(125), "{}", text(&output));
     let err = String::from_utf8_lossy(&output.stderr).into_owned();
-    assert!(err.contains("refused"), "{err}");
+    assert!(
+        err.contains("only root and its own user may control it"),
+        "{err}"
+    );
     assert_eq!(err.lines().count(), 1, "{err}");
     assert_eq!(
         gr.stderr.count(|l| l.contains("): started ")),

@@ -249,7 +249,11 @@ fn graceful_run_variables_are_not_passed_on() {
         "1",
         "the variables were read"
     );
-    assert_eq!(fact(&facts, "env.graceful_run_vars"), "");
+    // Only those graceful-run sets for its workers.
+    assert_eq!(
+        fact(&facts, "env.graceful_run_vars"),
+        "GRACEFUL_RUN_WORKER,GRACEFUL_RUN_GENERATION"
+    );
 }
 
 /// GRACEFUL_RUN_MAP_SIGNAL="USR1:USR2 WINCH:" translates USR1 to USR2 and drops WINCH.
@@ -1155,7 +1159,7 @@ fn notify_socket_hears_ready_reloading_and_stopping() {
     for socket in &children {
         assert!(
             socket.starts_with('/')
-                && socket.contains("/graceful-run.")
+                && socket.contains("/graceful-run-")
                 && *socket != systemd.address,
             "a generation got NOTIFY_SOCKET={socket}"
         );
@@ -1289,8 +1293,9 @@ fn printed_notify_socket(gr: &Gr, index: usize) -> std::path::PathBuf {
 }
 
 /// Under `--user nobody`, NOTIFY_SOCKET is a socket file (not an abstract name) in a private
-/// directory: mode 0700, owned by nobody, which can send READY=1 to it; another user cannot.
-/// A generation's socket goes with it, the directory with graceful-run.
+/// directory that stays root's (mode 0711: nobody can reach its socket, not list or write the
+/// directory); the socket file alone is nobody's, which can send READY=1 to it; another user
+/// cannot. A generation's socket goes with it, the directory with graceful-run.
 #[test]
 fn notify_socket_is_a_private_file_reachable_by_the_user() {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -1318,10 +1323,11 @@ fn notify_socket_is_a_private_file_reachable_by_the_user() {
         .expect("the socket is in a directory")
         .to_path_buf();
     let dir_meta = std::fs::metadata(&dir).expect("the directory exists");
-    assert_eq!(dir_meta.permissions().mode() & 0o7777, 0o700);
-    assert_eq!(dir_meta.uid(), 65534, "owned by nobody");
+    assert_eq!(dir_meta.permissions().mode() & 0o7777, 0o711);
+    assert_eq!(dir_meta.uid(), 0, "graceful-run's own");
     let socket_meta = std::fs::metadata(&socket).expect("the socket exists");
     assert_eq!(socket_meta.uid(), 65534, "owned by nobody");
+    assert_eq!(socket_meta.permissions().mode() & 0o777, 0o700);
 
     // Another user (daemon, uid 1) cannot reach it.
     let mut intruder = Command::new(python);
@@ -1368,13 +1374,7 @@ fn systemd_notify_makes_a_generation_ready() {
     let script = format!("systemd-notify --ready && exec sleep {marker}");
     let mut gr = start(&[], &["--ready", "notify", "--", "sh", "-c", &script]);
     gr.wait_stderr("ready after");
-    gr.signal(libc::SIGTERM);
-    assert_eq!(
-        killed_by(gr.wait_exit()),
-        Some(libc::SIGTERM),
-        "{}",
-        gr.output()
-    );
+    gr.terminate_expecting_death_by(libc::SIGTERM);
 }
 
 /// puma with Debian's ruby `sd_notify` gem, which does not understand abstract `@names` (it

@@ -71,13 +71,7 @@ fn subreaper_reaps_every_orphan() {
     assert_eq!(distinct.len(), ORPHANS, "{}", gr.output());
     assert!(!reaped.contains(&child), "{}", gr.output());
 
-    gr.signal(libc::SIGTERM);
-    assert_eq!(
-        killed_by(gr.wait_exit()),
-        Some(libc::SIGTERM),
-        "{}",
-        gr.output()
-    );
+    gr.terminate_expecting_death_by(libc::SIGTERM);
     assert_eq!(reaped_orphans(&gr).len(), ORPHANS, "{}", gr.output());
 }
 

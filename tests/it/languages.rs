@@ -16,7 +16,7 @@ use std::process::{Command, Stdio};
 use nix::libc;
 
 use crate::support::http::{self, Load, Target};
-use crate::support::{DEADLINE, Gr, code, graceful_run_bin};
+use crate::support::{DEADLINE, Gr, code, example_file, graceful_run_bin};
 
 /// Restarts under load, as issue 9 asks.
 const RESTARTS: u64 = 10;
@@ -30,10 +30,6 @@ const REQUIRE: &str = "GRACEFUL_RUN_TEST_REQUIRE_LANGUAGES";
 
 fn examples_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples")
-}
-
-fn example_file(path: &str) -> String {
-    examples_dir().join(path).display().to_string()
 }
 
 /// Whether `command` runs and exits 0.

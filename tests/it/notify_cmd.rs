@@ -10,7 +10,7 @@ use std::process::Command;
 use nix::libc;
 
 use crate::support::{
-    DEADLINE, Gr, KillOnDrop, TempDir, code, graceful_run_bin, killed_by, run_to_end, sleep_marker,
+    DEADLINE, Gr, KillOnDrop, TempDir, code, graceful_run_bin, run_to_end, sleep_marker,
 };
 
 fn notify(env: &[(&str, &str)], args: &[&str]) -> std::process::Output {
@@ -27,6 +27,35 @@ fn receive(socket: &UnixDatagram) -> String {
     let mut buf = [0u8; 4096];
     let n = socket.recv(&mut buf).expect("a datagram arrives");
     String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+/// Runs `graceful-run notify` against `socket`, reading what it sends while it runs: it waits
+/// until its message has been taken (BARRIER=1, whose descriptor `recv` closes). Returns its
+/// output and the messages before the barrier.
+fn notify_to(
+    socket: &UnixDatagram,
+    env: &[(&str, &str)],
+    args: &[&str],
+) -> (std::process::Output, Vec<String>) {
+    let mut command = Command::new(graceful_run_bin());
+    command
+        .arg("notify")
+        .args(args)
+        .env_remove("NOTIFY_SOCKET")
+        .envs(env.iter().copied())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let child = command.spawn().expect("graceful-run runs");
+    let mut messages = Vec::new();
+    loop {
+        let message = receive(socket);
+        if message == "BARRIER=1" {
+            break;
+        }
+        messages.push(message);
+    }
+    let output = child.wait_with_output().expect("graceful-run notify ends");
+    (output, messages)
 }
 
 fn assert_sent(output: &std::process::Output) {
@@ -46,16 +75,17 @@ fn sends_to_a_path() {
     let path = dir.join("notify.sock");
     let socket = UnixDatagram::bind(&path).expect("the temp dir is writable");
     let path = path.display().to_string();
-    let output = notify(
+    let (output, messages) = notify_to(
+        &socket,
         &[("NOTIFY_SOCKET", &path)],
         &["--status", "warming up", "--ready", "--pid", "42", "X_Y=z"],
     );
     assert_sent(&output);
-    assert_eq!(
-        receive(&socket),
-        "READY=1\nSTATUS=warming up\nMAINPID=42\nX_Y=z"
+    assert_eq!(messages, ["READY=1\nSTATUS=warming up\nMAINPID=42\nX_Y=z"]);
+    let output = notify(
+        &[("NOTIFY_SOCKET", &path)],
+        &["--reloading", "--stopping", "--no-block"],
     );
-    let output = notify(&[("NOTIFY_SOCKET", &path)], &["--reloading", "--stopping"]);
     assert_sent(&output);
     let message = receive(&socket);
     assert!(
@@ -72,8 +102,33 @@ fn sends_to_an_abstract_address() {
     let address =
         std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).expect("the name fits");
     let socket = UnixDatagram::bind_addr(&address).expect("the abstract name is free");
-    let output = notify(&[("NOTIFY_SOCKET", &format!("@{name}"))], &["--ready"]);
+    let (output, messages) = notify_to(
+        &socket,
+        &[("NOTIFY_SOCKET", &format!("@{name}"))],
+        &["--ready"],
+    );
     assert_sent(&output);
+    assert_eq!(messages, ["READY=1"]);
+}
+
+/// Like systemd-notify, it waits until the receiver has taken the message, and says so when
+/// nothing does: exit 1 after 5 s, with the message sent.
+#[test]
+fn waits_until_the_message_is_taken() {
+    let dir = TempDir::new("notify-barrier");
+    let path = dir.join("notify.sock");
+    let socket = UnixDatagram::bind(&path).expect("the temp dir is writable");
+    let path = path.display().to_string();
+    let started = std::time::Instant::now();
+    let output = notify(&[("NOTIFY_SOCKET", &path)], &["--ready"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(code(output.status), Some(1), "{stderr}");
+    assert!(started.elapsed() >= std::time::Duration::from_secs(5));
+    assert!(
+        stderr.contains("nothing took the message within 5s"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert_eq!(receive(&socket), "READY=1");
 }
 
@@ -157,14 +212,8 @@ fn marks_the_generation_ready() {
     gr.poll("both helpers report", || {
         (gr.stdout.count(|l| l == "sent") == 2).then_some(())
     });
-    gr.signal(libc::SIGTERM);
     // `sleep` dies of the TERM, and graceful-run passes that death on.
-    assert_eq!(
-        killed_by(gr.wait_exit()),
-        Some(libc::SIGTERM),
-        "{}",
-        gr.output()
-    );
+    gr.terminate_expecting_death_by(libc::SIGTERM);
 }
 
 /// Only the first argument selects the mode: after `--`, `notify` is a command like any other.

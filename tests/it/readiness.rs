@@ -91,8 +91,7 @@ fn default_readiness_waits_for_a_slow_server_and_loses_no_request() {
     }
     let report = load.stop();
     assert_eq!(report.failed(), 0, "{report:?}\n{}", gr.output());
-    gr.signal(libc::SIGTERM);
-    assert_eq!(code(gr.wait_exit()), Some(0), "{}", gr.output());
+    gr.terminate_expecting_exit(0);
 }
 
 /// `--ready accepting` ignores READY=1 but still sees the server wait.
@@ -101,8 +100,7 @@ fn accepting_mode_sees_a_polling_server() {
     let mut gr = slow_server(&["--ready", "accepting"], "0");
     let line = gr.wait_stderr("ready after");
     assert!(line.contains("(accepting)"), "{line}");
-    gr.signal(libc::SIGTERM);
-    assert_eq!(code(gr.wait_exit()), Some(0), "{}", gr.output());
+    gr.terminate_expecting_exit(0);
 }
 
 /// A command that binds its own port instead of taking fd 3 is never ready: graceful-run

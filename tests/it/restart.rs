@@ -190,9 +190,7 @@ fn assert_no_failures(report: &LoadReport, gr: &Gr) {
 
 /// Sends TERM and expects graceful-run to exit 0.
 fn stop_cleanly(gr: &mut Gr) {
-    gr.signal(libc::SIGTERM);
-    let status = gr.wait_exit();
-    assert_eq!(code(status), Some(0), "{}", gr.output());
+    gr.terminate_expecting_exit(0);
 }
 
 /// Index of the first of graceful-run's own lines containing `needle`.
@@ -327,11 +325,56 @@ fn restarts_under_load_over_a_unix_socket_fail_no_request() {
     restarts_under_load(&listen, |_| Target::Unix(path.clone()));
 }
 
-/// A slow request accepted by generation 1 completes there after a restart, while new requests
-/// go to generation 2; generation 1 then exits 0.
+/// With steering (the default), a slow request accepted by generation 1 completes there after
+/// a restart, while every new request goes to generation 2 at once; generation 1 gets its stop
+/// signal only once the slow request is done (its drain), and exits 0.
 #[test]
 fn slow_request_completes_on_the_old_generation() {
     let mut gr = start(&["--ready", "notify", "-l", "127.0.0.1:0"], &server());
+    let pid1 = wait_ready(&gr, 1);
+    let target = tcp_target(&gr);
+    let slow = slow_request_accepted_by(&gr, &target, pid1, 2000);
+    restart(&gr);
+    wait_gen(&gr, 2, "takes over from gen 1");
+    let pid2 = gr.generation_pid(2);
+    for _ in 0..20 {
+        assert_eq!(get_ok(&gr, &target, "/").pid(), pid2);
+    }
+    assert!(
+        !slow.is_finished(),
+        "the slow request ended before the new generation served, so it proves nothing\n{}",
+        gr.output()
+    );
+    assert_eq!(
+        count(&gr, "sent SIGTERM"),
+        0,
+        "gen 1 is not signalled while its request runs\n{}",
+        gr.output()
+    );
+    let reply = finished_ok(&gr, slow);
+    assert_eq!((reply.status, reply.pid()), (200, pid1), "{reply:?}");
+    wait_gen(&gr, 1, "drained after");
+    wait_gen(&gr, 1, "exited with status 0");
+    gr.signal(libc::SIGTERM);
+    gr.wait_exit();
+}
+
+/// With one socket shared by every generation (`--handover shared`), a slow request accepted
+/// by generation 1 completes there after a restart, while new requests go to generation 2;
+/// generation 1 then exits 0.
+#[test]
+fn slow_request_completes_on_the_old_generation_when_shared() {
+    let mut gr = start(
+        &[
+            "--ready",
+            "notify",
+            "--handover",
+            "shared",
+            "-l",
+            "127.0.0.1:0",
+        ],
+        &server(),
+    );
     let pid1 = wait_ready(&gr, 1);
     let target = tcp_target(&gr);
     let slow = slow_request_accepted_by(&gr, &target, pid1, 3000);
@@ -424,6 +467,14 @@ fn new_generation_that_is_never_ready_is_stopped() {
     load.wait_successes(CLIENTS);
     let report = load.stop();
     assert_no_failures(&report, &gr);
+    // Gen 2 serves whatever reaches its listener (it only never says READY=1): with steering
+    // no connection went there, so it answered none.
+    assert_eq!(
+        report.pids.keys().copied().collect::<Vec<_>>(),
+        [pid1],
+        "{report:?}\n{}",
+        gr.output()
+    );
     assert_eq!(get_ok(&gr, &target, "/").pid(), pid1);
     assert!(gr.is_running(), "{}", gr.output());
     assert!(handovers(&gr).is_empty());
@@ -683,10 +734,21 @@ fn second_term_during_the_drain_kills_at_once() {
 }
 
 /// At the final stop graceful-run closes its copy of the listener: new connections are refused
-/// while a slow request still runs to completion.
+/// while a slow request still runs to completion. (The stop signal waits for the slow request
+/// at most half the stop timeout, 4 s here; the request takes 5 s.)
 #[test]
 fn new_connections_are_refused_after_the_stop_signal() {
-    let mut gr = start(&["--ready", "notify", "-l", "127.0.0.1:0"], &server());
+    let mut gr = start(
+        &[
+            "--ready",
+            "notify",
+            "--stop-timeout",
+            "8s",
+            "-l",
+            "127.0.0.1:0",
+        ],
+        &server(),
+    );
     let pid = wait_ready(&gr, 1);
     let target = tcp_target(&gr);
     let slow = slow_request_accepted_by(&gr, &target, pid, 5000);
@@ -863,10 +925,6 @@ def app(environ, start_response):
     return [body]
 "#;
 
-/// gunicorn's settings; unknown names are ignored by older versions. The control socket
-/// (gunicorn 25.1+) would live in $HOME and be contended by two generations.
-const GUNICORN_CONF: &str = "control_socket_disable = True\n";
-
 fn gunicorn_available() -> bool {
     Command::new("python3")
         .args(["-c", "import gunicorn"])
@@ -893,9 +951,10 @@ fn gunicorn_restarts_under_load_fail_no_request() {
     const RESTARTS: u64 = 5;
     let dir = TempDir::new("restart-gunicorn");
     std::fs::write(dir.join("app.py"), WSGI_APP).expect("the temp dir is writable");
-    std::fs::write(dir.join("gunicorn_conf.py"), GUNICORN_CONF).expect("writable");
     let chdir = dir.path().display().to_string();
-    let conf = dir.join("gunicorn_conf.py").display().to_string();
+    // The example's settings (docs/servers.md): two workers, no control socket (gunicorn
+    // 25.1+ would put it in $HOME, contended by two generations).
+    let conf = crate::support::example_file("python/gunicorn.conf.py");
     let command: Vec<String> = [
         "python3",
         "-m",
@@ -1032,7 +1091,8 @@ fn many_descriptors_in_notify_messages_are_all_closed() {
     command
         .args(["-c", "exec \"$0\" \"$@\""])
         .arg(graceful_run_bin())
-        .args(["--ready", "notify", "--", "python3", "-c", &script])
+        // -v: STATUS= is logged at debug level.
+        .args(["-v", "--ready", "notify", "--", "python3", "-c", &script])
         .stdin(std::process::Stdio::piped());
     let mut gr = Gr::spawn(command);
     gr.wait_stdout("waiting");

@@ -51,9 +51,7 @@ fn send_and_receive(gr: &Gr, signal: i32) -> i32 {
 fn force_stop(gr: &mut Gr) {
     gr.signal(libc::SIGTERM);
     gr.wait_stderr("SIGTERM received: stopping");
-    gr.signal(libc::SIGTERM);
-    let status = gr.wait_exit();
-    assert_eq!(killed_by(status), Some(libc::SIGKILL), "{}", gr.output());
+    gr.terminate_expecting_death_by(libc::SIGKILL);
 }
 
 /// The stop signal the probe receives when graceful-run gets `request` under `flags`.
@@ -73,13 +71,7 @@ fn stop_signal_delivered(flags: &[&str], request: i32) -> i32 {
         .collect();
     assert_eq!(stop.len(), 1, "one stop signal: {got:?}\n{}", gr.output());
     // The second request kills at once: nothing else is delivered.
-    gr.signal(libc::SIGTERM);
-    assert_eq!(
-        killed_by(gr.wait_exit()),
-        Some(libc::SIGKILL),
-        "{}",
-        gr.output()
-    );
+    gr.terminate_expecting_death_by(libc::SIGKILL);
     assert_eq!(received(&gr).len(), 2, "{}", gr.output());
     stop[0]
 }
@@ -168,13 +160,7 @@ fn every_catchable_signal_is_forwarded_once_in_order() {
     assert_eq!(stop, [libc::SIGINT, libc::SIGCONT], "{}", gr.output());
     gr.wait_stderr("sent SIGINT");
 
-    gr.signal(libc::SIGTERM);
-    assert_eq!(
-        killed_by(gr.wait_exit()),
-        Some(libc::SIGKILL),
-        "{}",
-        gr.output()
-    );
+    gr.terminate_expecting_death_by(libc::SIGKILL);
     assert_eq!(
         received(&gr),
         after_stop,
@@ -327,9 +313,7 @@ fn pipeline_is_stopped_as_a_whole() {
     let script = format!("sleep {marker} | sleep {marker}");
     let mut gr = Gr::start(&["--", "sh", "-c", &script]);
     wait_sleepers(&marker, 2, &gr);
-    gr.signal(libc::SIGTERM);
-    let status = gr.wait_exit();
-    assert_eq!(killed_by(status), Some(libc::SIGTERM), "{}", gr.output());
+    gr.terminate_expecting_death_by(libc::SIGTERM);
     assert_eq!(
         survivors(&marker, &gr),
         Vec::<i32>::new(),
@@ -465,9 +449,7 @@ fn term_from_the_command_itself_is_ignored() {
         gr.output()
     );
 
-    gr.signal(libc::SIGTERM);
-    let status = gr.wait_exit();
-    assert_eq!(killed_by(status), Some(libc::SIGTERM), "{}", gr.output());
+    gr.terminate_expecting_death_by(libc::SIGTERM);
     assert_eq!(
         gr.stderr
             .count(|l| l.contains("SIGTERM received: stopping")),
@@ -504,8 +486,7 @@ fn no_process_group_signals_the_command_alone() {
         gr.output()
     );
 
-    gr.signal(libc::SIGTERM);
-    assert_eq!(code(gr.wait_exit()), Some(0), "{}", gr.output());
+    gr.terminate_expecting_exit(0);
     assert_eq!(
         survivors(&marker, &gr),
         Vec::<i32>::new(),

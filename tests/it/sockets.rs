@@ -189,8 +189,7 @@ fn direct_report(mut command: Command) -> Report {
 
 /// Stops graceful-run with SIGTERM and expects the child to have ended cleanly (exit 0).
 fn stop(gr: &mut Gr) {
-    gr.signal(libc::SIGTERM);
-    assert_eq!(code(gr.wait_exit()), Some(0), "{}", gr.output());
+    gr.terminate_expecting_exit(0);
 }
 
 /// Waits until the example HTTP server under `gr` says it serves; returns its pid.
@@ -499,12 +498,31 @@ fn blocking_mode_is_reset_for_the_next_generation() {
 /// restart must not clear it. The new generation sees the flag as the old one left it.
 #[test]
 fn blocking_mode_is_left_alone_while_a_generation_serves() {
+    let line = nonblock_after_a_restart(&["--handover", "shared"]);
+    assert!(line.contains("nonblock:true"), "{line}");
+}
+
+/// With steering each generation has a TCP listener of its own, so the O_NONBLOCK that the
+/// old generation set is not the new one's: it gets a blocking socket, as systemd gives.
+#[test]
+fn with_steering_each_generation_gets_a_blocking_listener_of_its_own() {
+    let line = nonblock_after_a_restart(&[]);
+    assert!(line.contains("nonblock:false"), "{line}");
+}
+
+/// The second generation's report of its fd 3, after the first set O_NONBLOCK on its own.
+fn nonblock_after_a_restart(args: &[&str]) -> String {
     let dir = TempDir::new("sockets-nonblock-serving");
     let script = "if [ -e \"$1/first\" ]; then exec \"$2\" report; fi; \
                   : > \"$1/first\"; exec \"$2\" nonblock-serve";
     let dir_arg = dir.path().display().to_string();
+    let args: Vec<&str> = ["--ready", "200ms", "-l", "127.0.0.1:0"]
+        .iter()
+        .chain(args)
+        .copied()
+        .collect();
     let mut gr = Gr::spawn(graceful_run(
-        &["--ready", "200ms", "-l", "127.0.0.1:0"],
+        &args,
         &["sh", "-c", script, "sh", &dir_arg, &probe()],
     ));
     gr.wait_stdout("ready");
@@ -514,9 +532,9 @@ fn blocking_mode_is_left_alone_while_a_generation_serves() {
         .stdout
         .wait_for(crate::support::DEADLINE, |l| l.starts_with("fd.3="))
         .unwrap_or_else(|| panic!("no report of fd 3\n{}", gr.output()));
-    assert!(line.contains("nonblock:true"), "{line}\n{}", gr.output());
     gr.signal(libc::SIGTERM);
     gr.wait_exit();
+    line
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -642,10 +660,14 @@ fn port_zero_prints_the_bound_port() {
 }
 
 /// `reuseport` sets SO_REUSEPORT (TCP and UDP) and only where asked; an explicit IPv6
-/// address is IPv6-only while a bare port is dual-stack.
+/// address is IPv6-only while a bare port is dual-stack. (With steering, the default,
+/// graceful-run sets SO_REUSEPORT on its TCP listeners for its own group: see
+/// `steering.rs`.)
 #[test]
 fn reuseport_and_v6only_are_as_asked() {
     let (gr, report) = report_under(&[
+        "--handover",
+        "shared",
         "-l",
         "127.0.0.1:0,reuseport",
         "-l",

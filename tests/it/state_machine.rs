@@ -149,12 +149,12 @@ fn reload_during_crash_backoff_completes_for_systemd() {
 /// graceful-run (which would cut their requests): KillMode=mixed.
 #[test]
 fn workers_get_the_stop_signal_from_their_master_only() {
-    // The master forwards TERM to its worker as USR2 (its own graceful stop), then waits.
-    let master = r#""$0" signals --ignore-stop & w=$!; trap 'kill -USR2 $w; sleep 0.3; kill -KILL $w; exit 0' TERM; wait $w; wait $w"#;
+    // The master forwards TERM to its worker as USR2 (its own graceful stop), then waits. Its
+    // trap is set before the worker starts: once the worker says "ready", TERM is handled.
+    let master = r#"trap 'kill -USR2 $w; sleep 0.3; kill -KILL $w; exit 0' TERM; "$0" signals --ignore-stop & w=$!; wait $w; wait $w"#;
     let mut gr = Gr::start(&["--", "sh", "-c", master, &probe()]);
     gr.wait_stdout("ready");
-    gr.signal(libc::SIGTERM);
-    assert_eq!(code(gr.wait_exit()), Some(0), "{}", gr.output());
+    gr.terminate_expecting_exit(0);
     let got: Vec<String> = gr
         .stdout
         .snapshot()
@@ -176,19 +176,23 @@ fn workers_get_the_stop_signal_from_their_master_only() {
 /// `--kill-mode group` still sends every signal to the whole group, for a shell pipeline.
 #[test]
 fn group_kill_mode_reaches_every_process() {
-    let script = r#""$0" signals & "$0" signals & wait"#;
+    // The shell itself ignores USR1: it stays to wait for both probes, so the test sees the
+    // group signal reach them and not the race between the shell dying of it and the stop of
+    // what it leaves (both probes then get TERM, which is a different test).
+    let script = r#"trap "" USR1; "$0" signals & "$0" signals & wait"#;
     let mut gr = Gr::start(&["--kill-mode", "group", "--", "sh", "-c", script, &probe()]);
     gr.stdout
         .wait_for(DEADLINE, |_| true)
         .expect("a probe started");
-    crate::support::poll_until("both probes are ready", || {
-        gr.stdout.count(|l| l == "ready") == 2
+    gr.poll("both probes are ready", || {
+        (gr.stdout.count(|l| l == "ready") == 2).then_some(())
     });
     gr.signal(libc::SIGUSR1);
-    crate::support::poll_until("both probes got USR1", || {
-        gr.stdout
+    gr.poll("both probes got USR1", || {
+        (gr.stdout
             .count(|l| *l == format!("signal {}", libc::SIGUSR1))
-            == 2
+            == 2)
+            .then_some(())
     });
     gr.signal(libc::SIGTERM);
     gr.wait_exit();

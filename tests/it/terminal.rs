@@ -17,7 +17,7 @@ use crate::support::{Gr, KillOnDrop, graceful_run_bin, sleep_marker, sleepers};
 /// Starts `script` with `sh -c` as the session leader of a new pseudo-terminal, the terminal
 /// on its stdin (stdout and stderr stay captured by the harness). Returns the terminal's
 /// master side, to type on.
-fn in_terminal(script: &str) -> (Gr, std::fs::File) {
+pub(crate) fn in_terminal(script: &str) -> (Gr, std::fs::File) {
     let pty = nix::pty::openpty(None, None).expect("the system has pseudo-terminals");
     let slave: OwnedFd = pty.slave;
     let mut command = Command::new("sh");

@@ -25,6 +25,15 @@ pub fn graceful_run_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_graceful-run"))
 }
 
+/// A file of the repository's examples/ (a server, a config), as a path for a command line.
+pub fn example_file(path: &str) -> String {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("examples")
+        .join(path)
+        .display()
+        .to_string()
+}
+
 /// A cargo example built next to the tests (`cargo test` builds every example).
 pub fn example(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("the test binary knows its path");
@@ -260,6 +269,22 @@ impl Gr {
         rest[..rest.find(')').expect("pid is closed by a parenthesis")]
             .parse()
             .expect("a pid")
+    }
+
+    /// Sends SIGTERM and waits: graceful-run must pass on the command's death by `signal`
+    /// (its own exit by the same signal), or the test fails with everything it said.
+    pub fn terminate_expecting_death_by(&mut self, signal: i32) {
+        self.signal(libc::SIGTERM);
+        let status = self.wait_exit();
+        assert_eq!(killed_by(status), Some(signal), "{}", self.output());
+    }
+
+    /// Sends SIGTERM and waits: graceful-run must exit with `expected` (the command's code,
+    /// passed on), or the test fails with everything it said.
+    pub fn terminate_expecting_exit(&mut self, expected: i32) {
+        self.signal(libc::SIGTERM);
+        let status = self.wait_exit();
+        assert_eq!(code(status), Some(expected), "{}", self.output());
     }
 
     /// Waits for graceful-run to exit; kills it and fails after [`DEADLINE`].
