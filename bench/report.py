@@ -1158,6 +1158,34 @@ class Report:
         ]
         return table(["", ""], rows)
 
+    def splice_cost(self, figures, out_md):
+        """Writes figures 1 to 4 (bench/run --cost) into an existing BENCHMARKS.md: each section
+        and summary row replaces the earlier one, and a line under the title says when and
+        with which commit they were measured, since the other figures are older."""
+        makers = {1: self.startup, 2: self.memory, 3: self.idle, 4: self.signals}
+        text = open(out_md).read()
+        lines = text.split("\n")
+        for n in figures:
+            md, row = makers[n]()
+            start = text.find(f"\n## {n}. ")
+            end = text.find("\n## ", start + 1)
+            text = text[: start + 1] + md.rstrip("\n") + "\n" + text[end:]
+            lines = text.split("\n")
+            at = next(i for i, l in enumerate(lines) if l.startswith(f"| {n}. "))
+            lines[at] = table(["", "", "", "", ""], [list(row)]).split("\n")[2]
+            text = "\n".join(lines)
+        note = (
+            f"Figures {', '.join(map(str, figures[:-1]))} and {figures[-1]} were measured again "
+            f"side by side, alone, with `{self.info['command']}` on {self.info['date']} (commit "
+            f"{self.info['commit']}, load average {self.info['loadavg_start']} before and "
+            f"{self.info['loadavg_end']} after); the other figures are from the run above."
+        )
+        lines = [l for l in text.split("\n") if not l.startswith("Figures 1, 2, 3 and 4 were")]
+        summary_at = lines.index("## Summary")
+        lines[summary_at:summary_at] = [note, ""]
+        with open(out_md, "w") as f:
+            f.write("\n".join(lines))
+
     def write(self, out_md, png):
         sections = [
             self.startup(),
@@ -1371,11 +1399,16 @@ def main():
     parser.add_argument("--raw", required=True, help="bench/run's raw results (target/bench/raw)")
     parser.add_argument("--root", required=True, help="the repository")
     parser.add_argument("--gr", required=True, help="the graceful-run binary that was measured")
-    parser.add_argument("--splice", choices=["11"], help="write only this figure into the "
-                        "existing BENCHMARKS.md (the others' raw results are not needed)")
+    parser.add_argument("--splice", nargs="+", choices=["1", "2", "3", "4", "11"],
+                        help="write only these figures into the existing BENCHMARKS.md (the "
+                        "others' raw results are not needed): 11, or 1 2 3 4 (bench/run --cost)")
     args = parser.parse_args()
-    if args.splice:
+    if args.splice == ["11"]:
         splice_steering(args.raw, os.path.join(args.root, "BENCHMARKS.md"))
+        return
+    if args.splice:
+        Report(args.raw, args.root, args.gr).splice_cost(
+            sorted(int(n) for n in args.splice), os.path.join(args.root, "BENCHMARKS.md"))
         return
     report = Report(args.raw, args.root, args.gr)
     report.write(os.path.join(args.root, "BENCHMARKS.md"), os.path.join(args.root, PNG))
