@@ -439,7 +439,7 @@ fn a_broken_version_stops_after_its_first_worker() {
 fn a_killed_worker_is_replaced_alone() {
     let dir = TempDir::new("workers-kill");
     // --restart-policy applies per worker.
-    let (mut gr, _) = python_breakable(&dir, &["--restart-policy", "on-failure"]);
+    let (mut gr, broken) = python_breakable(&dir, &["--restart-policy", "on-failure"]);
     let pids = wait_settled(&gr, WORKERS);
     // SAFETY: kill(2) with integer arguments, to a worker of this test's graceful-run.
     assert_eq!(unsafe { libc::kill(pids[2], libc::SIGKILL) }, 0);
@@ -455,6 +455,24 @@ fn a_killed_worker_is_replaced_alone() {
     );
     assert_eq!(environ(after[2])["GRACEFUL_RUN_WORKER"], "2");
     four_answer_with_their_environment(&gr, &after, 1);
+
+    // A replacement that fails backs off; scaling down meanwhile removes its slot (and once
+    // made the core panic when the removed slot's worker exited later).
+    std::fs::write(&broken, "").expect("the temp dir is writable");
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::kill(after[3], libc::SIGKILL) }, 0);
+    gr.stderr
+        .wait_for(DEADLINE, |l| l.contains("restarting in"))
+        .unwrap_or_else(|| panic!("worker 3 does not back off\n{}", gr.output()));
+    let output = ctl(&gr, &["scale", "2"]);
+    assert_eq!(code(output.status), Some(0), "{}", stderr_of(&output));
+    std::fs::remove_file(&broken).expect("the marker is there");
+    let two = wait_settled(&gr, 2);
+    assert_eq!(two[..], after[..2], "{}", gr.output());
+    gr.poll("the scaled-away worker 2 is gone", || {
+        (!alive(after[2])).then_some(())
+    });
+    four_answer_with_their_environment(&gr, &two, 1);
     gr.signal(libc::SIGTERM);
     assert_eq!(code(gr.wait_exit()), Some(0), "{}", gr.output());
 }
@@ -496,7 +514,9 @@ fn scaling_with_ctl_and_signals_and_bad_counts() {
     gr.signal_from_another_process(libc::SIGTTIN);
     let three = wait_settled(&gr, 3);
     assert_eq!(three[..2], two[..], "{}", gr.output());
+    // One at a time: two of the same signal pending at once are one (they do not queue).
     gr.signal_from_another_process(libc::SIGTTOU);
+    assert_eq!(wait_settled(&gr, 2), two, "{}", gr.output());
     gr.signal_from_another_process(libc::SIGTTOU);
     let one = wait_settled(&gr, 1);
     assert_eq!(one[0], two[0], "{}", gr.output());
@@ -505,6 +525,15 @@ fn scaling_with_ctl_and_signals_and_bad_counts() {
         .wait_for(DEADLINE, |l| l.contains("SIGTTOU received: 1 workers"))
         .unwrap_or_else(|| panic!("the last SIGTTOU was not seen\n{}", gr.output()));
     assert_eq!(wait_settled(&gr, 1), one, "{}", gr.output());
+
+    // Up and down in quick succession, without waiting: the last count wins.
+    for n in ["4", "1", "3", "1", "5", "2"] {
+        let output = ctl(&gr, &["scale", n]);
+        assert_eq!(code(output.status), Some(0), "{}", stderr_of(&output));
+    }
+    let two_again = wait_settled(&gr, 2);
+    assert_eq!(two_again[0], one[0], "{}", gr.output());
+    four_answer_with_their_environment(&gr, &two_again, 1);
 
     // A rollout still works at the new count, and scaling during one does no harm.
     let output = ctl(&gr, &["scale", "3"]);
