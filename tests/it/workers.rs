@@ -462,7 +462,9 @@ fn a_killed_worker_is_replaced_alone() {
     // SAFETY: as above.
     assert_eq!(unsafe { libc::kill(after[3], libc::SIGKILL) }, 0);
     gr.stderr
-        .wait_for(DEADLINE, |l| l.contains("restarting in"))
+        .wait_for(DEADLINE, |l| {
+            l.starts_with("graceful-run: worker 3: restarting in")
+        })
         .unwrap_or_else(|| panic!("worker 3 does not back off\n{}", gr.output()));
     let output = ctl(&gr, &["scale", "2"]);
     assert_eq!(code(output.status), Some(0), "{}", stderr_of(&output));
