@@ -937,7 +937,8 @@ impl Harness {
     }
 
     /// [`apply`](Self::apply), and checks that an op that neither kills a worker nor lets a
-    /// trigger act leaves at least min(ready before, count − `--max-unavailable`) ready.
+    /// trigger act leaves at least min(ready before in the slots kept, count −
+    /// `--max-unavailable`) ready.
     fn apply_checked(&mut self, op: &Op) {
         let s = &self.sim.settings;
         let triggers = s.health.is_some()
@@ -952,13 +953,15 @@ impl Harness {
             Op::Timer | Op::Advance(_) | Op::Ready(_) | Op::Status(_) | Op::Scale(_) => true,
             _ => false,
         };
+        // The slots of the ready workers.
         let ready = |core: &Core| {
             let snapshot = core.snapshot();
-            let serving = snapshot
+            let serving: Vec<u32> = snapshot
                 .workers
                 .iter()
                 .filter(|w| w.role == Role::Serving)
-                .count();
+                .map(|w| w.slot)
+                .collect();
             (snapshot.phase, snapshot.slots, serving)
         };
         let (_, _, before) = ready(&self.core);
@@ -971,7 +974,11 @@ impl Harness {
         if matches!(phase, Phase::Stopping | Phase::Done) {
             return;
         }
-        let floor = before.min((slots as usize).saturating_sub(max_unavailable));
+        // A scale-down takes the highest slots, ready or not: only the ready ones it keeps
+        // count.
+        let kept = before.iter().filter(|slot| **slot < slots).count();
+        let floor = kept.min((slots as usize).saturating_sub(max_unavailable));
+        let after = after.len();
         assert!(
             after >= floor,
             "{op:?} left {after} ready of {slots}, under {floor}: {:?}",
