@@ -272,9 +272,24 @@ impl Executor<'_> {
             Wake::Signal(received) => self.on_signal(received),
             Wake::Notify(worker, message) => self.on_notify(worker, message),
             Wake::Control(client, request) => self.on_control(client, request),
-            Wake::Timer => Some(Event::Timer),
+            Wake::Timer => match self.queued_notify() {
+                // Before the core judges a deadline: a datagram already queued came before it
+                // (select! picks among ready branches at random, and the reactor may not have
+                // looked at the socket yet). The timer stays armed and fires again at once
+                // if the core still wants it.
+                Some((worker, message)) => self.on_notify(worker, message),
+                None => Some(Event::Timer),
+            },
             Wake::Trigger(event) => Some(event),
         }
+    }
+
+    /// A datagram already queued on any worker's NOTIFY_SOCKET.
+    fn queued_notify(&self) -> Option<(WorkerId, Message)> {
+        self.held.iter().find_map(|(worker, held)| {
+            let message = held.notify.as_ref()?.try_message()?;
+            Some((*worker, message))
+        })
     }
 
     fn on_signal(&mut self, received: Received) -> Option<Event> {
@@ -561,13 +576,21 @@ impl Executor<'_> {
                 }
             },
         };
-        let env = self.env.for_generation(
+        let mut env = self.env.for_generation(
             self.listeners,
             generation,
             slot,
             socket.as_ref().map(NotifySocket::address),
             &self.cfg.compat,
         );
+        // --watchdog, as systemd's WatchdogSec: the period here, the pid written by spawn.
+        let watchdog = self.cfg.policy.watchdog.filter(|_| socket.is_some());
+        if let Some(period) = watchdog {
+            env.push(crate::spawn::env_entry(
+                "WATCHDOG_USEC",
+                period.as_micros().to_string(),
+            ));
+        }
         let fds = self.steering.fds(self.listeners, member).map_err(|e| {
             error!(
                 Subject::NONE,
@@ -581,6 +604,7 @@ impl Executor<'_> {
             argv: &self.cfg.command,
             env,
             listen_pid: self.cfg.listen_pid && !fds.is_empty(),
+            watchdog_pid: watchdog.is_some(),
             fds: &fds,
             new_process_group: self.cfg.process_group,
             terminal,
@@ -706,6 +730,7 @@ impl Executor<'_> {
             argv: &argv,
             env: self.env.for_hook(extra),
             listen_pid: false,
+            watchdog_pid: false,
             fds: &[],
             new_process_group,
             terminal: None,
@@ -739,6 +764,7 @@ impl Executor<'_> {
             argv: &argv,
             env: self.env.for_hook(&extra),
             listen_pid: false,
+            watchdog_pid: false,
             fds: &[],
             new_process_group: true,
             terminal: None,

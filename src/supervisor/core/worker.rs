@@ -65,6 +65,8 @@ impl Launch {
     ) -> Launch {
         let id = cx.new_worker();
         let notify = match cx.s.policy.ready {
+            // Its pings come on the NOTIFY_SOCKET: without one, it would be found hung.
+            _ if cx.s.policy.watchdog.is_some() => NotifyNeed::Required,
             Ready::Notify => NotifyNeed::Required,
             Ready::Auto => NotifyNeed::Wanted,
             Ready::Accepting | Ready::After(_) => NotifyNeed::None,
