@@ -24,3 +24,4 @@ mod sockets;
 mod state_machine;
 mod steering;
 mod terminal;
+mod triggers;
