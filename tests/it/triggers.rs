@@ -171,6 +171,7 @@ fn a_hanging_health_cmd_is_bounded_by_health_timeout() {
 #[test]
 fn an_unhealthy_generation_whose_replacement_fails_keeps_serving() {
     let dir = TempDir::new("trig-health-fail");
+    let (systemd, notify_socket) = crate::support::fake_systemd("trig-health");
     let gr = serve(
         &dir,
         &[
@@ -181,7 +182,10 @@ fn an_unhealthy_generation_whose_replacement_fails_keeps_serving() {
             "--health-retries",
             "2",
         ],
-        &[("TRIGGER_FAIL_AFTER", "1")],
+        &[
+            ("TRIGGER_FAIL_AFTER", "1"),
+            ("NOTIFY_SOCKET", notify_socket.as_str()),
+        ],
     );
     let pid1 = gr.generation_pid(1);
     let load = Load::start(target(&gr), CLIENTS);
@@ -197,6 +201,17 @@ fn an_unhealthy_generation_whose_replacement_fails_keeps_serving() {
     assert!(text.contains(&format!("(pid {pid1}): ready")), "{text}");
     let json = ctl(&gr, &["status", "--json"]);
     assert!(json.contains(r#""healthy":false"#), "{json}");
+    // graceful-run's own supervisor hears it too, in STATUS=.
+    let mut buf = [0u8; 4096];
+    let told = format!("STATUS=gen 1 serving (pid {pid1}), unhealthy");
+    loop {
+        let n = systemd
+            .recv(&mut buf)
+            .unwrap_or_else(|e| panic!("no {told:?} upstream ({e})\n{}", gr.output()));
+        if String::from_utf8_lossy(&buf[..n]).contains(&told) {
+            break;
+        }
+    }
     let report = stop_load(load, &gr);
     assert_eq!(report.pids.keys().copied().collect::<Vec<_>>(), [pid1]);
     assert!(alive(pid1));
