@@ -1537,6 +1537,31 @@ fn a_worker_that_stops_pinging_the_watchdog_is_replaced_and_killed() {
     assert_eq!(run.core.snapshot().triggered.watchdog, 1);
 }
 
+/// Its pings come on its NOTIFY_SOCKET: under --watchdog every worker gets one, whatever
+/// --ready says (with `--ready accepting` it would get none, and be found hung).
+#[test]
+fn under_the_watchdog_every_worker_gets_a_notify_socket() {
+    for ready in [Ready::Accepting, Ready::Auto, Ready::Notify] {
+        let mut s = settings();
+        s.policy.ready = ready;
+        s.policy.watchdog = Some(Duration::from_secs(2));
+        let mut run = Run::new(s);
+        run.w.pids.push_back(100);
+        let actions = run.step(Event::Start);
+        let needs: Vec<NotifyNeed> = actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Ask {
+                    question: Question::Spawn { notify, .. },
+                    ..
+                } => Some(*notify),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(needs, [NotifyNeed::Required], "{ready:?}");
+    }
+}
+
 #[test]
 fn a_hung_worker_is_killed_at_the_stop_timeout_if_its_replacement_is_not_ready() {
     let mut s = settings();
