@@ -98,7 +98,7 @@ fn unhealthy_is_replaced(dir: &TempDir, flags: &[&str], failure: &str) {
     all.extend(flags);
     let gr = serve(dir, &all, &[]);
     let pid1 = gr.generation_pid(1);
-    wait_status(&gr, "healthy");
+    wait_status(&gr, ", healthy");
     let load = Load::start(target(&gr), CLIENTS);
     load.wait_successes(CLIENTS);
     make(dir, "sick", pid1);
