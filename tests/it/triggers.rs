@@ -411,3 +411,42 @@ fn a_trigger_during_a_restart_joins_it() {
     assert_eq!(count(&gr, "): started "), 2, "{}", gr.output());
     stop(gr);
 }
+
+/// Failed checks within --health-start-period do not count; a success ends it early, and the
+/// failures after it count.
+#[test]
+fn failures_in_the_health_start_period_do_not_count() {
+    let dir = TempDir::new("trig-start-period");
+    let ok = dir.join("ok");
+    let check = format!("test -e {}", ok.display());
+    let gr = serve(
+        &dir,
+        &[
+            "-v",
+            "--health-cmd",
+            &check,
+            "--health-interval",
+            "100ms",
+            "--health-retries",
+            "1",
+            "--health-start-period",
+            "1h",
+        ],
+        &[],
+    );
+    let pid1 = gr.generation_pid(1);
+    gr.poll("three checks failed in the start period", || {
+        (count(&gr, "health check failed in the start period") >= 3).then_some(())
+    });
+    assert_eq!(count(&gr, "unhealthy"), 0, "{}", gr.output());
+    std::fs::write(&ok, "").expect("the temp dir is writable");
+    wait_status(&gr, ", healthy");
+    let load = Load::start(target(&gr), CLIENTS);
+    load.wait_successes(CLIENTS);
+    std::fs::remove_file(&ok).expect("it was made above");
+    let line = gr.wait_stderr("unhealthy after 1 failed check: replacing it");
+    assert!(line.contains(&format!("(pid {pid1})")), "{line}");
+    gr.wait_stderr("takes over from gen 1");
+    stop_load(load, &gr);
+    stop(gr);
+}
