@@ -253,19 +253,36 @@ fn a_server_that_stops_pinging_the_watchdog_is_replaced_then_killed() {
     stop(gr);
 }
 
-/// A starting generation that sends EXTEND_TIMEOUT_USEC gets that long past --ready-timeout.
+/// A starting generation that sends EXTEND_TIMEOUT_USEC gets that long past --ready-timeout,
+/// and graceful-run's own supervisor, waiting for the start, is told too.
 #[test]
 fn extend_timeout_usec_extends_the_ready_timeout() {
     let dir = TempDir::new("trig-extend");
+    let (systemd, notify_socket) = crate::support::fake_systemd("trig-extend");
     let gr = serve(
         &dir,
         &["--ready-timeout", "1s"],
         &[
             ("TRIGGER_EXTEND_USEC", "20000000"),
             ("TRIGGER_BOOT_MS", "2500"),
+            ("NOTIFY_SOCKET", notify_socket.as_str()),
         ],
     );
     assert_eq!(count(&gr, "not ready"), 0, "{}", gr.output());
+    let mut relayed = Vec::new();
+    loop {
+        let message = crate::support::next_state(&systemd, &gr);
+        relayed.push(message.clone());
+        if message.contains("READY=1") {
+            break;
+        }
+    }
+    assert!(
+        relayed
+            .iter()
+            .any(|m| m.contains("EXTEND_TIMEOUT_USEC=20000000")),
+        "{relayed:?}"
+    );
     assert_eq!(count(&gr, "): started "), 1, "{}", gr.output());
     stop(gr);
 }
