@@ -2,8 +2,9 @@
 //! (tests/fixtures/servers/trigger_server.py) under a load of new connections: a server that
 //! turns unhealthy (`--health-cmd`, `--health-http`), a health command that hangs, a server
 //! that stops sending WATCHDOG=1, a slow start that asks for more time with
-//! EXTEND_TIMEOUT_USEC, a server that grows past `--max-memory` (and with `-w 2`, only that
-//! worker is replaced), and `--max-lifetime`. Each replacement loses no request, is logged
+//! EXTEND_TIMEOUT_USEC, a server that grows past `--max-memory`, and `--max-lifetime`. With
+//! `-w 2`, a fat or a sick worker is replaced alone (each `--health-http` probe reaches the
+//! worker it checks). Each replacement loses no request, is logged
 //! with its reason and counted in `ctl status`; a trigger during a restart joins it; an
 //! unhealthy generation whose replacement fails keeps serving.
 
@@ -313,27 +314,29 @@ fn a_server_that_grows_past_max_memory_is_replaced_once() {
     stop(gr);
 }
 
+/// The pid of worker `worker` of generation 1, from its "ready after" line.
+fn worker_pid(gr: &Gr, worker: u32) -> i32 {
+    let prefix = format!("gen 1 worker {worker} (pid ");
+    let line = gr
+        .stderr
+        .wait_for(crate::support::DEADLINE, |l| {
+            l.contains(&prefix) && l.contains("ready after")
+        })
+        .unwrap_or_else(|| panic!("worker {worker} never ready\n{}", gr.output()));
+    let rest = &line[line.find(&prefix).expect("found") + prefix.len()..];
+    rest[..rest.find(')').expect("closed")]
+        .parse()
+        .expect("a pid")
+}
+
 /// With workers, a trigger replaces the worker it concerns: the fat worker goes, the other
 /// one serves on untouched.
 #[test]
 fn with_workers_max_memory_replaces_only_the_fat_worker() {
     let dir = TempDir::new("trig-memory-workers");
     let gr = serve(&dir, &["-w", "2", "--max-memory", "48M"], &[]);
-    let started = |gr: &Gr, worker: u32| -> i32 {
-        let prefix = format!("worker {worker} (pid ");
-        let line = gr
-            .stderr
-            .wait_for(crate::support::DEADLINE, |l| {
-                l.contains(&prefix) && l.contains("ready after")
-            })
-            .unwrap_or_else(|| panic!("worker {worker} never ready\n{}", gr.output()));
-        let rest = &line[line.find(&prefix).expect("found") + prefix.len()..];
-        rest[..rest.find(')').expect("closed")]
-            .parse()
-            .expect("a pid")
-    };
-    let fat = started(&gr, 1);
-    let lean = started(&gr, 0);
+    let fat = worker_pid(&gr, 1);
+    let lean = worker_pid(&gr, 0);
     let load = Load::start(target(&gr), CLIENTS);
     load.wait_successes(CLIENTS);
     make(&dir, "fat", fat);
@@ -465,5 +468,46 @@ fn failures_in_the_health_start_period_do_not_count() {
     assert!(line.contains(&format!("(pid {pid1})")), "{line}");
     gr.wait_stderr("takes over from gen 1");
     stop_load(load, &gr);
+    stop(gr);
+}
+
+/// With workers, each --health-http probe reaches the worker it checks (steered by its source
+/// port): the sick worker is replaced alone, while the other, healthy, serves on.
+#[test]
+fn with_workers_health_http_replaces_only_the_sick_worker() {
+    let dir = TempDir::new("trig-health-workers");
+    let gr = serve(
+        &dir,
+        &[
+            "-w",
+            "2",
+            "--health-http",
+            "/health",
+            "--health-interval",
+            "200ms",
+            "--health-retries",
+            "2",
+        ],
+        &[],
+    );
+    let sick = worker_pid(&gr, 0);
+    let well = worker_pid(&gr, 1);
+    let load = Load::start(target(&gr), CLIENTS);
+    load.wait_successes(CLIENTS);
+    make(&dir, "sick", sick);
+    let line = gr.wait_stderr("unhealthy after 2 failed checks in a row: replacing it");
+    assert!(line.contains(&format!("(pid {sick})")), "{line}");
+    gr.wait_stderr(&format!("(pid {sick}): killed by SIGTERM"));
+    let report = stop_load(load, &gr);
+    assert!(report.pids.contains_key(&well), "{report:?}");
+    assert!(alive(well), "the healthy worker was left alone");
+    let text = wait_status(&gr, "replaced for: unhealthy 1");
+    assert!(text.contains(&format!("(pid {well})")), "{text}");
+    assert_eq!(
+        count(&gr, "health check failed"),
+        count(&gr, &format!("(pid {sick}): warning: health check failed")),
+        "only the sick worker failed its checks\n{}",
+        gr.output()
+    );
     stop(gr);
 }
