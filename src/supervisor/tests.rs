@@ -1599,6 +1599,31 @@ fn memory_over_the_limit_three_samples_in_a_row_replaces_the_worker() {
     assert_eq!(run.core.snapshot().workers[0].memory, Some(150 << 20));
 }
 
+/// A watch that fires again while the replacement it asked for starts is the same trigger:
+/// no second replacement, counted once.
+#[test]
+fn a_trigger_firing_again_while_its_replacement_starts_is_counted_once() {
+    let mut s = settings();
+    s.max_memory = Some(100 << 20);
+    let mut run = Run::started(s, 100);
+    run.ready(100);
+    let worker = run.worker(100);
+    run.w.pids.push_back(200);
+    let mut spawned = Vec::new();
+    for _ in 0..6 {
+        run.fire();
+        let actions = run.step(Event::Memory {
+            worker,
+            bytes: 150 << 20,
+        });
+        spawned.extend(spawns(&actions));
+    }
+    assert_eq!(spawned, [(2, false)]);
+    assert_eq!(run.core.snapshot().triggered.memory, 1);
+    run.ready(200);
+    assert_eq!(run.core.snapshot().triggered.memory, 1);
+}
+
 #[test]
 fn a_worker_is_replaced_after_its_lifetime() {
     let mut s = settings();
