@@ -1,5 +1,6 @@
-//! Development mode (`--watch PATH --build CMD`, issue 18) with real toolchains: the Go example
-//! of docs/servers.md rebuilt by `go build`, and the Python one checked by `py_compile`, each
+//! Development mode (`--watch PATH --build CMD`, issue 18) with real toolchains, the commands of
+//! README's "Development": the Go example of docs/servers.md rebuilt by `go build`, the Python
+//! one checked by `py_compile`, the Node.js one by `node --check`, the puma one by `ruby -c`, each
 //! copied into a directory of its own and edited there as a developer would, under a load of
 //! new connections that must never see a refused or failed connection:
 //!
@@ -45,6 +46,8 @@ struct Project {
     runs_artifact: bool,
     /// The directory the build writes into (ignored by the project's .gitignore).
     output_dir: &'static str,
+    /// `--ready`.
+    ready: &'static str,
     /// `--build` and the command.
     build: String,
     command: Vec<String>,
@@ -111,6 +114,7 @@ fn go_project() -> Project {
         runs_artifact: true,
         // go build writes a new file (a new inode) and renames it into place: the running
         // generation's executable is never written to.
+        ready: "notify",
         build: "echo build >> builds.log; go build -o bin/server .".to_string(),
         command: vec!["./bin/server".to_string()],
         env,
@@ -149,8 +153,70 @@ fn python_project() -> Project {
         runs_artifact: false,
         // A build step that only checks the syntax: a broken file is refused before any
         // generation runs it.
+        ready: "notify",
         build: "echo build >> builds.log; python3 -m py_compile server.py".to_string(),
         command: vec!["python3".to_string(), "server.py".to_string()],
+        env: Vec::new(),
+        original,
+    }
+}
+
+/// The graceful-run binary's directory first in PATH: the Node example runs
+/// `graceful-run notify --ready`.
+fn path_with_graceful_run() -> String {
+    let dir = graceful_run_bin()
+        .parent()
+        .expect("the binary lives in a directory")
+        .display()
+        .to_string();
+    format!("{dir}:{}", std::env::var("PATH").unwrap_or_default())
+}
+
+fn node_project() -> Project {
+    let dir = TempDir::new("dev-node");
+    let original = std::fs::read_to_string(example_file("node/server.js")).expect("examples/node");
+    std::fs::write(dir.join("server.js"), &original).expect("the temp dir is writable");
+    std::fs::write(dir.join(".gitignore"), "node_modules/\n*.log\n")
+        .expect("the temp dir is writable");
+    Project {
+        dir,
+        source: "server.js",
+        greeting: "hello from pid",
+        crash: |source| format!("process.exit(3);\n{source}"),
+        broken: "\nthis is not JavaScript(\n",
+        complaint: "SyntaxError",
+        output_dir: "node_modules",
+        runs_artifact: false,
+        ready: "notify",
+        // `node --check` parses without running: a syntax error is refused before any
+        // generation runs it.
+        build: "echo build >> builds.log; node --check server.js".to_string(),
+        command: vec!["node".to_string(), "server.js".to_string()],
+        env: Vec::new(),
+        original,
+    }
+}
+
+fn ruby_project() -> Project {
+    let dir = TempDir::new("dev-ruby");
+    let original = std::fs::read_to_string(example_file("ruby/config.ru")).expect("examples/ruby");
+    std::fs::write(dir.join("config.ru"), &original).expect("the temp dir is writable");
+    std::fs::copy(example_file("ruby/puma.rb"), dir.join("puma.rb")).expect("examples/ruby");
+    std::fs::write(dir.join(".gitignore"), "tmp/\n*.log\n").expect("the temp dir is writable");
+    Project {
+        dir,
+        source: "config.ru",
+        greeting: "hello from pid",
+        crash: |source| format!("exit 3\n{source}"),
+        broken: "\nthis is not Ruby(\n",
+        complaint: "syntax error",
+        output_dir: "tmp",
+        runs_artifact: false,
+        ready: "auto",
+        build: "echo build >> builds.log; ruby -c config.ru".to_string(),
+        command: ["puma", "-C", "puma.rb", "config.ru"]
+            .map(String::from)
+            .to_vec(),
         env: Vec::new(),
         original,
     }
@@ -159,22 +225,17 @@ fn python_project() -> Project {
 /// graceful-run in `project`'s directory, watching it, with its build and command.
 fn start(project: &Project) -> Gr {
     let mut cmd = Command::new(graceful_run_bin());
-    cmd.args([
-        "-l",
-        "127.0.0.1:0",
-        "--ready",
-        "notify",
-        "--stop-timeout",
-        "20s",
-    ])
-    .arg("--watch")
-    .arg(project.path())
-    .args(["--build", &project.build, "--"])
-    .args(&project.command)
-    .current_dir(project.path())
-    .envs(project.env.iter().map(|(k, v)| (k, v)))
-    .env_remove("NOTIFY_SOCKET")
-    .env_remove("LISTEN_FDS");
+    cmd.args(["-l", "127.0.0.1:0", "--stop-timeout", "20s"])
+        .args(["--ready", project.ready])
+        .arg("--watch")
+        .arg(project.path())
+        .args(["--build", &project.build, "--"])
+        .args(&project.command)
+        .current_dir(project.path())
+        .envs(project.env.iter().map(|(k, v)| (k, v)))
+        .env("PATH", path_with_graceful_run())
+        .env_remove("NOTIFY_SOCKET")
+        .env_remove("LISTEN_FDS");
     Gr::spawn(cmd)
 }
 
@@ -329,10 +390,10 @@ fn develops(project: Project) {
         let mut longest_gap = Duration::ZERO;
         let mut previous = Instant::now();
         for i in 0..20 {
-            let comment = if project.source.ends_with(".py") {
-                "#"
-            } else {
+            let comment = if project.source.ends_with(".go") || project.source.ends_with(".js") {
                 "//"
+            } else {
+                "#"
             };
             let text = format!("{}\n{comment} save {i}\n", project.edited(&greeting));
             project.write(project.source, &text);
@@ -390,6 +451,21 @@ fn go_build_edits_are_served_without_downtime() {
 #[test]
 fn python_edits_are_served_without_downtime() {
     develops(python_project());
+}
+
+#[test]
+#[cfg_attr(
+    not(has_node),
+    ignore = "Node.js not installed: apt-get install nodejs"
+)]
+fn node_edits_are_served_without_downtime() {
+    develops(node_project());
+}
+
+#[test]
+#[cfg_attr(not(has_puma), ignore = "puma not installed: apt-get install puma")]
+fn ruby_puma_edits_are_served_without_downtime() {
+    develops(ruby_project());
 }
 
 // ----- idle cost -------------------------------------------------------------------------------
