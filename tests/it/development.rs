@@ -561,6 +561,7 @@ fn the_watcher_exists_only_with_watch_and_never_wakes_idle() {
     );
     assert_eq!(inotify, 1, "inotify fds with --watch");
     assert_eq!(woke, 0, "woke while idle with --watch: {watching:?}");
+    println!("idle, 2 s: without --watch {threads:?}; with --watch {watching:?}; no wakeup");
 }
 
 // ----- changes during a build --------------------------------------------------------------
@@ -635,4 +636,44 @@ fn saves_during_a_build_make_one_more_build() {
     assert_eq!(lines(&gr, "takes over from gen"), 1, "{}", gr.output());
     let report = load.stop();
     assert_eq!(report.failed(), 0, "{report:?}\n{}", gr.output());
+}
+
+/// A stop while a build runs kills the build (its whole process group), stops the serving
+/// generation, and exits 0: nothing is left behind.
+#[test]
+fn a_stop_during_a_build_kills_it() {
+    let project = python_project();
+    std::fs::write(
+        project.dir.join(".gitignore"),
+        "__pycache__/\n*.log\ngate\n",
+    )
+    .expect("the temp dir is writable");
+    let gate = project.dir.join("gate");
+    nix::unistd::mkfifo(&gate, nix::sys::stat::Mode::from_bits_truncate(0o600))
+        .expect("mkfifo in the temp dir");
+    let marker = crate::support::sleep_marker();
+    let _cleanup = crate::support::KillOnDrop(marker.clone());
+    let project = Project {
+        build: format!("echo build >> builds.log; read _ < gate; : {marker}"),
+        ..project
+    };
+    let mut gr = start(&project);
+    wait_line(&gr, "ready after", 0);
+    project.write(project.source, &project.edited("edit 1 from pid"));
+    poll(&gr, "the build runs", || {
+        (project.builds() == 1 && !crate::support::processes_with(&marker).is_empty()).then_some(())
+    });
+    gr.signal(nix::libc::SIGTERM);
+    assert_eq!(
+        crate::support::code(gr.wait_exit()),
+        Some(0),
+        "{}",
+        gr.output()
+    );
+    assert_eq!(
+        crate::support::processes_with(&marker),
+        Vec::<i32>::new(),
+        "the build outlived graceful-run\n{}",
+        gr.output()
+    );
 }
