@@ -7,6 +7,7 @@ mod accepting;
 mod cli;
 mod control;
 mod ctl;
+mod development;
 mod ecosystem;
 mod exit_status;
 mod handover;
