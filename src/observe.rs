@@ -26,10 +26,15 @@
 //!   (`tcpi_last_data_recv` < `tcpi_last_data_sent`, both "ms ago"): a request waits for
 //!   its response,
 //! - or it was just accepted and has received nothing yet, for a short grace: the client's
-//!   request may be on its way.
+//!   request may be on its way,
+//! - or it sent data less than the grace (500 ms) ago (`tcpi_last_data_sent`): a response
+//!   sent in pieces (streamed, or its head and body written apart) has sent after it last
+//!   received between its pieces, exactly as an idle keep-alive connection has; only the
+//!   time since its last piece tells them apart. A stream that pauses for longer than the
+//!   grace between pieces is still seen idle in the pause: TCP says no more.
 //!
-//! It is **idle** when it sent after it last received (an idle keep-alive connection waiting
-//! for the next request), when it received nothing for longer than the grace (a client that
+//! It is **idle** when it sent after it last received, longer than the grace ago (an idle
+//! keep-alive connection waiting for the next request), when it received nothing for longer than the grace (a client that
 //! connected and never spoke, or a server-first protocol waiting for the client), or when the
 //! server already closed its side.
 //!
@@ -87,6 +92,8 @@ pub enum Busy {
     JustAccepted,
     /// The last data each way moved in the same clock tick, less than the grace ago.
     SameTick,
+    /// Sent data less than the grace ago: a response may be on its way in pieces.
+    RecentlySent,
     /// The kernel gave no tcp_info for it: counted busy, to be safe.
     Unknown,
 }
@@ -114,7 +121,7 @@ impl Activity {
     }
 
     /// A short name for logs and `ctl status`: `unread`, `unsent`, `awaiting-response`,
-    /// `just-accepted`, `same-tick`, `unknown`, `keep-alive`, `silent`, `closed`.
+    /// `just-accepted`, `same-tick`, `recently-sent`, `unknown`, `keep-alive`, `silent`, `closed`.
     pub fn reason(self) -> &'static str {
         match self {
             Activity::Busy(Busy::Unread(_)) => "unread",
@@ -122,6 +129,7 @@ impl Activity {
             Activity::Busy(Busy::AwaitingResponse) => "awaiting-response",
             Activity::Busy(Busy::JustAccepted) => "just-accepted",
             Activity::Busy(Busy::SameTick) => "same-tick",
+            Activity::Busy(Busy::RecentlySent) => "recently-sent",
             Activity::Busy(Busy::Unknown) => "unknown",
             Activity::Idle(Idle::KeepAlive) => "keep-alive",
             Activity::Idle(Idle::Silent) => "silent",
@@ -130,8 +138,8 @@ impl Activity {
     }
 }
 
-/// The grace [`classify`] gives a connection that was just accepted, or whose last exchange
-/// fell in one clock tick, before calling it idle.
+/// The grace [`classify`] gives a connection that was just accepted, whose last exchange
+/// fell in one clock tick, or that last sent data, before calling it idle.
 pub const DEFAULT_GRACE: Duration = Duration::from_millis(500);
 
 /// Busy or idle, from what sock_diag tells of one connection (see the module doc).
@@ -172,6 +180,9 @@ pub fn classify(socket: &Socket, grace: Duration) -> Activity {
     }
     if info.last_data_recv_ms == info.last_data_sent_ms && info.last_data_recv_ms < grace_ms {
         return Activity::Busy(Busy::SameTick);
+    }
+    if info.last_data_sent_ms < grace_ms {
+        return Activity::Busy(Busy::RecentlySent);
     }
     Activity::Idle(Idle::KeepAlive)
 }
@@ -574,9 +585,14 @@ mod tests {
                 connection(0, 0, info(20, 100, 40, 80)),
                 busy(Busy::AwaitingResponse),
             ),
-            // Answered: keep-alive.
+            // Answered, or between two pieces of a response: busy while it sent recently...
             (
                 connection(0, 0, info(20, 100, 80, 40)),
+                busy(Busy::RecentlySent),
+            ),
+            // ...then an idle keep-alive connection.
+            (
+                connection(0, 0, info(20, 100, 900, 600)),
                 idle(Idle::KeepAlive),
             ),
             (connection(0, 0, info(20, 100, 8, 8)), busy(Busy::SameTick)),
