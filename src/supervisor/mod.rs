@@ -395,6 +395,12 @@ impl Executor<'_> {
                 fd: 3 + i as i32,
                 address: l.bound.to_string(),
                 name: l.fd_name().to_string(),
+                shared_because: match (&l.bound, self.cfg.handover) {
+                    (crate::listen::Bound::Tcp(_), crate::cli::Handover::Shared) => {
+                        Some("--handover shared".to_string())
+                    }
+                    _ => self.steering.shared_because(self.listeners, i),
+                },
             })
             .collect();
         let t = snapshot.triggered;
@@ -568,7 +574,7 @@ impl Executor<'_> {
             socket.as_ref().map(NotifySocket::address),
             &self.cfg.compat,
         );
-        let fds = self.steering.fds(self.listeners, member).map_err(|e| {
+        let (fds, shared) = self.steering.fds(self.listeners, member).map_err(|e| {
             error!(
                 Subject::NONE,
                 "gen {generation}: cannot open a listener of its own: {e}"
@@ -620,6 +626,7 @@ impl Executor<'_> {
             pid: pid.as_raw(),
             executable: executable.display().to_string(),
             notify_failed,
+            shared,
         })
     }
 
@@ -885,6 +892,10 @@ impl driver::World for Executor<'_> {
             }
             // The dispatch loop keeps the exit.
             Action::Exit(_) => {}
+        }
+        // Found by the look at a spawn or a steering change: told after that one's answer.
+        if let Some(what) = self.steering.take_strangers() {
+            answers.push(Event::Strangers { what });
         }
     }
 }

@@ -131,6 +131,7 @@ impl World for Script {
                                 random: 0,
                                 executable: "server".into(),
                                 notify_failed: None,
+                                shared: false,
                             }))
                         }
                     },

@@ -266,20 +266,25 @@ fn a_same_user_program_that_joins_the_group_is_warned_about() {
     assert_eq!(code(gr.wait_exit()), Some(0), "{}", gr.output());
 }
 
-/// A stranger that joined the group took the index graceful-run's next member was to get:
-/// the kernel appends members in the order they join, and graceful-run numbers its own
-/// without it. Steering "to member 1" then sends every new connection to the stranger (20
-/// of 20 here, and none to gen 2), where issue 16 asks to warn and go back to the shared
-/// socket. The fix belongs to the steering design (which member index the kernel gives
-/// graceful-run's sockets once a stranger is in), so this test stays ignored until then.
+/// A stranger that joined the group takes the index graceful-run's next member would get (the
+/// kernel appends members in the order they join): steering "to member 1" would send every
+/// new connection to it (20 of 20, and none to gen 2, before the fix). graceful-run looks for
+/// strangers at each handover's start: gen 2 gets the shared socket (member 0, whose index
+/// no stranger can take), one warning names the stranger, new connections go to member 0
+/// once gen 2 is ready, and `ctl status` says the listener is shared and why.
 #[test]
-#[ignore = "bug (h-proof's report): a stranger in the group takes every new connection"]
 fn a_stranger_in_the_group_does_not_take_the_new_generation_s_connections() {
     let mut gr = start(&["--verbose"]);
     let address = gr.inet_addr(0);
     let joined = stranger(address);
     restart_to(&gr, 2);
-    gr.wait_stderr("new connections go to member [1]");
+    let warning = wait_own(&gr, "another program listens on", "steering is off");
+    assert!(
+        warning.contains(&address.to_string()) && warning.contains("socket inode"),
+        "{warning}"
+    );
+    gr.wait_stderr("new connections go to member [0]");
+    wait_own(&gr, "gen 1 (pid", "all processes of this worker are gone");
     let pid2 = gr.generation_pid(2);
     let target = Target::Tcp(address);
     // The stranger never accepts: a request that reaches it times out, so only connect.
@@ -291,9 +296,30 @@ fn a_stranger_in_the_group_does_not_take_the_new_generation_s_connections() {
         .expect("TCP_INFO of its own listener")
         .unacked;
     drop(clients);
-    drop(joined);
     assert_eq!(stolen, 0, "the stranger got {stolen} of 21 new connections");
     assert_eq!(reply.map(|r| r.pid()), Ok(pid2), "{}", gr.output());
+    let status = run_to_end({
+        let mut command = Command::new(graceful_run_bin());
+        command.args(["ctl", "--pid", &gr.pid().to_string(), "status", "--json"]);
+        command
+    });
+    let json = String::from_utf8_lossy(&status.stdout).into_owned();
+    assert!(
+        json.contains(r#""handover":"shared","shared_because":"another program listens on"#),
+        "{json}"
+    );
+    drop(joined);
+    // Later handovers keep the shared socket: no second warning, gen 3 answers.
+    restart_to(&gr, 3);
+    wait_own(&gr, "gen 2 (pid", "all processes of this worker are gone");
+    let reply = http::get(&target, "/").expect("gen 3 answers");
+    assert_eq!(reply.pid(), gr.generation_pid(3), "{}", gr.output());
+    assert_eq!(
+        gr.stderr.count(|l| l.contains("steering is off")),
+        1,
+        "{}",
+        gr.output()
+    );
     gr.signal(libc::SIGTERM);
     assert_eq!(code(gr.wait_exit()), Some(0), "{}", gr.output());
 }

@@ -203,6 +203,13 @@ pub enum Event {
         paths: Vec<String>,
         more: usize,
     },
+    /// Listeners graceful-run did not create are in a steered listener's reuseport group
+    /// (another program of the same user that set `SO_REUSEPORT`; `what` names them): the
+    /// group's indices are no longer graceful-run's alone, so later workers share the
+    /// listener. Sent once, by the look at each spawn and before each steering change.
+    Strangers {
+        what: String,
+    },
 }
 
 /// Whether a new worker gets a NOTIFY_SOCKET of its own.
@@ -348,6 +355,9 @@ pub struct Spawned {
     pub executable: String,
     /// [`NotifyNeed::Wanted`] and no NOTIFY_SOCKET could be made: why.
     pub notify_failed: Option<String>,
+    /// A member was asked for, but it got the shared listeners (member 0's socket): strangers
+    /// were found in a group (an [`Event::Strangers`] follows, if not sent before).
+    pub shared: bool,
 }
 
 /// Where a signal goes.

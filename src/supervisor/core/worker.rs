@@ -96,7 +96,7 @@ impl Launch {
             pid: spawned.pid,
             started: cx.now,
             exited: None,
-            member: self.member,
+            member: if spawned.shared { None } else { self.member },
         };
         log!(
             cx,
