@@ -384,3 +384,43 @@ fn a_drain_sees_another_user_s_connections_with_the_unit_s_capabilities() {
     gr.signal(libc::SIGTERM);
     assert_eq!(code(gr.wait_exit()), Some(0), "{}", gr.output());
 }
+
+/// `-l ...,reuseport`: other programs may join that group on purpose, so its indices are not
+/// graceful-run's alone; every generation shares the one socket, and both the log and
+/// `ctl status` say why.
+#[test]
+fn a_user_reuseport_listener_is_shared_and_says_why() {
+    let server = http_server();
+    let mut gr = Gr::start(&[
+        "-l",
+        "127.0.0.1:0,reuseport",
+        "--ready",
+        "notify",
+        "--",
+        &server,
+    ]);
+    wait_own(&gr, "gen 1 (pid", "ready after");
+    wait_own(&gr, "one socket for every generation", "with ,reuseport");
+    let status = run_to_end({
+        let mut command = Command::new(graceful_run_bin());
+        command.args(["ctl", "--pid", &gr.pid().to_string(), "status"]);
+        command
+    });
+    let text = String::from_utf8_lossy(&status.stdout).into_owned();
+    assert!(
+        text.contains("(name ") && text.contains(", shared: ,reuseport: other programs may join"),
+        "{text}"
+    );
+    let address = gr.inet_addr(0);
+    let inode1 = socket_inode(gr.generation_pid(1), 3);
+    restart_to(&gr, 2);
+    assert_eq!(
+        socket_inode(gr.generation_pid(2), 3),
+        inode1,
+        "gen 2 got a listener of its own"
+    );
+    let reply = http::get(&Target::Tcp(address), "/").expect("it answers");
+    assert!(reply.pid() > 0);
+    gr.signal(libc::SIGTERM);
+    assert_eq!(code(gr.wait_exit()), Some(0), "{}", gr.output());
+}
