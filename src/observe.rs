@@ -9,7 +9,7 @@
 //!    subreaper), as `accepting` finds them. [`processes_of`].
 //! 2. The sockets they hold: every `socket:[INODE]` link in `/proc/PID/fd`. Root or the
 //!    processes' own user may read them (ptrace read access); root without the capabilities
-//!    for that reads them as their user (see `socket_inodes`). [`observe`].
+//!    for that reads them as their user (`proc_owner`). [`observe`].
 //! 3. Those sockets' state: one `sock_diag` dump per address family of the TCP connections
 //!    whose local port is a listener's port (filtered in the kernel), joined by inode. No
 //!    privilege needed. A connection accepted from graceful-run's listener has that port as
@@ -251,25 +251,10 @@ pub fn processes_of(scope: Scope) -> Vec<i32> {
     found
 }
 
-/// The socket inodes `pid` holds. A process that is gone holds none.
-///
-/// Root without CAP_DAC_READ_SEARCH and CAP_SYS_PTRACE (the shipped systemd unit keeps
-/// neither) may not list another user's `/proc/PID/fd` (the directory is its owner's, mode
-/// 0500) nor read its links (ptrace read access). It then reads them as the process's owner:
-/// this thread's filesystem ids set to the process's uid and gid (`setfsuid`, `setfsgid`),
-/// which both checks use, and put back before returning. CAP_SETUID and CAP_SETGID allow it,
-/// and `--user` needs them anyway. That is less privilege, not more: the kernel's own rules
-/// for that user apply.
+/// The socket inodes `pid` holds. A process that is gone holds none. Another user's are read
+/// as that user when root lacks the capabilities to read them (`proc_owner`).
 fn socket_inodes(pid: i32, into: &mut HashSet<u64>) -> io::Result<()> {
-    match read_socket_inodes(pid, into) {
-        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
-            let Some((uid, gid)) = owner(pid) else {
-                return Err(e);
-            };
-            as_owner(uid, gid, || read_socket_inodes(pid, into)).unwrap_or(Err(e))
-        }
-        other => other,
-    }
+    crate::proc_owner::read(pid, || read_socket_inodes(pid, into))
 }
 
 fn read_socket_inodes(pid: i32, into: &mut HashSet<u64>) -> io::Result<()> {
@@ -293,46 +278,6 @@ fn read_socket_inodes(pid: i32, into: &mut HashSet<u64>) -> io::Result<()> {
         }
     }
     Ok(())
-}
-
-/// `pid`'s uid and gid, when its real, effective and saved ids are each the same (the kernel
-/// compares them all to the filesystem ids of whoever reads its fds).
-fn owner(pid: i32) -> Option<(u32, u32)> {
-    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let ids = |key: &str| -> Option<u32> {
-        let line = status.lines().find_map(|l| l.strip_prefix(key))?;
-        let ids: Vec<u32> = line
-            .split_whitespace()
-            .take(3)
-            .map(|id| id.parse().ok())
-            .collect::<Option<_>>()?;
-        (ids.len() == 3 && ids.iter().all(|&id| id == ids[0])).then_some(ids[0])
-    };
-    Some((ids("Uid:")?, ids("Gid:")?))
-}
-
-/// Runs `read` with this thread's filesystem uid and gid set to `uid` and `gid`, then puts
-/// them back; None when they cannot be set (no CAP_SETUID or CAP_SETGID). setfsuid(2) and
-/// setfsgid(2) report no error: a second call returns the id in force, which says whether the
-/// first one took.
-fn as_owner<T>(uid: u32, gid: u32, read: impl FnOnce() -> T) -> Option<T> {
-    use nix::unistd::{Gid, Uid, setfsgid, setfsuid};
-    let (uid, gid) = (Uid::from_raw(uid), Gid::from_raw(gid));
-    let old_gid = setfsgid(gid);
-    if setfsgid(gid) != gid {
-        setfsgid(old_gid);
-        return None;
-    }
-    let old_uid = setfsuid(uid);
-    if setfsuid(uid) != uid {
-        setfsuid(old_uid);
-        setfsgid(old_gid);
-        return None;
-    }
-    let result = read();
-    setfsuid(old_uid);
-    setfsgid(old_gid);
-    Some(result)
 }
 
 /// The connections that `pids` hold whose local port is one of `listeners`' ports,

@@ -13,7 +13,7 @@ use nix::sys::socket::{AddressFamily, SockFlag, SockType, SockaddrIn, bind, sets
 use nix::sys::socket::{socket, sockopt};
 
 use crate::support::http::{self, Target};
-use crate::support::{DEADLINE, Gr, code, graceful_run_bin, http_server, run_to_end};
+use crate::support::{DEADLINE, Gr, TempDir, code, graceful_run_bin, http_server, run_to_end};
 
 /// The example server under graceful-run on a free loopback port, `extra` flags first.
 fn start(extra: &[&str]) -> Gr {
@@ -423,4 +423,61 @@ fn a_user_reuseport_listener_is_shared_and_says_why() {
     assert!(reply.pid() > 0);
     gr.signal(libc::SIGTERM);
     assert_eq!(code(gr.wait_exit()), Some(0), "{}", gr.output());
+}
+
+/// The same unit's case for `--ready accepting`: root without CAP_DAC_READ_SEARCH and
+/// CAP_SYS_PTRACE may not read a `--user nobody` server's /proc/PID/fd nor its epoll fdinfo;
+/// graceful-run reads them as that user (`proc_owner`), and sees the server (asyncio, which
+/// waits in epoll) wait on its listener. Before, the look was refused and the generation
+/// could never become ready. Needs root.
+#[test]
+fn ready_accepting_sees_another_user_s_server_with_the_unit_s_capabilities() {
+    if !nix::unistd::geteuid().is_root() {
+        return;
+    }
+    let dir = TempDir::new("unit-accepting");
+    let script = dir.join("server.py");
+    std::fs::write(
+        &script,
+        "import asyncio, socket\n\
+         async def answer(r, w):\n    \
+             w.write(b'HTTP/1.0 200 OK\\r\\n\\r\\nhi'); await w.drain(); w.close()\n\
+         async def main():\n    \
+             server = await asyncio.start_server(answer, sock=socket.socket(fileno=3))\n    \
+             await server.serve_forever()\n\
+         asyncio.run(main())\n",
+    )
+    .expect("the script is written");
+    use std::os::unix::fs::PermissionsExt;
+    for path in [dir.path(), script.as_path()] {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+    let mut command = Command::new("setpriv");
+    command
+        .args([
+            "--bounding-set",
+            "-all,+setuid,+setgid,+kill,+net_bind_service",
+        ])
+        .arg(graceful_run_bin())
+        .args([
+            "-l",
+            "127.0.0.1:0",
+            "--ready",
+            "accepting",
+            "--user",
+            "nobody",
+        ])
+        .args(["--", "/usr/bin/python3"])
+        .arg(&script)
+        .stdin(std::process::Stdio::null());
+    let mut gr = Gr::spawn(command);
+    let ready = wait_own(&gr, "gen 1 (pid", "ready after");
+    assert!(ready.contains("(accepting)"), "{ready}\n{}", gr.output());
+    assert!(
+        !gr.output().contains("permission denied"),
+        "{}",
+        gr.output()
+    );
+    gr.signal(libc::SIGTERM);
+    gr.wait_exit();
 }
