@@ -280,6 +280,29 @@ fn read_socket_inodes(pid: i32, into: &mut HashSet<u64>) -> io::Result<()> {
     Ok(())
 }
 
+/// A TCP listening socket that `scope`'s processes hold and graceful-run did not give them
+/// (`ours`, the inodes of the listeners it passed): the command binds a port itself, where
+/// it should take graceful-run's from LISTEN_FDS. For the diagnosis of a generation that is
+/// never ready; looked for only then (a LISTEN dump per address family, cheap: the kernel
+/// walks only its listening sockets).
+pub fn own_listener(scope: Scope, ours: &[u64]) -> Option<SocketAddr> {
+    let mut inodes = HashSet::new();
+    for pid in processes_of(scope) {
+        // One that may not be read is passed over: this is a hint, not a verdict.
+        let _ = socket_inodes(pid, &mut inodes);
+    }
+    inodes.retain(|inode| !ours.contains(inode));
+    if inodes.is_empty() {
+        return None;
+    }
+    [AddressFamily::Inet, AddressFamily::Inet6]
+        .into_iter()
+        .filter_map(|family| sock_diag::dump(family, States::LISTEN, &[]).ok())
+        .flatten()
+        .find(|s| s.state == TcpState::Listen && inodes.contains(&s.inode))
+        .map(|s| s.local)
+}
+
 /// The connections that `pids` hold whose local port is one of `listeners`' ports,
 /// classified with `grace`. `Err` when /proc may not be read for them (graceful-run is
 /// neither root nor their user, or hidepid) or sock_diag fails; a process that exits

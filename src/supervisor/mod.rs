@@ -144,6 +144,7 @@ pub fn settings(
         reaper,
         job_control,
         stream_listeners,
+        stream_names: Vec::new(),
         main_pid: std::process::id() as i32,
         log_level: config.log_level,
     }
@@ -179,13 +180,21 @@ impl<'a> Supervisor<'a> {
             _ => None,
         };
         let triggers = triggers::Triggers::new(setup.watch, probe);
-        let core = Core::new(settings(
+        let mut core_settings = settings(
             setup.config,
             setup.reaper,
             job_control,
             stream_listeners,
             steering.enabled(),
-        ));
+        );
+        core_settings.stream_names = setup
+            .listeners
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| l.is_stream())
+            .map(|(i, l)| format!("{} (fd {})", l.bound, 3 + i))
+            .collect();
+        let core = Core::new(core_settings);
         let io = Executor {
             cfg: setup.config,
             listeners: setup.listeners,
@@ -497,10 +506,27 @@ impl Executor<'_> {
                 worker,
                 pgid,
                 member,
+                diagnose,
             } => {
                 let (missing, blind) = self.probe(Pid::from_raw(pgid), member);
                 let _ = worker;
-                Answer::Probed { missing, blind }
+                let itself = (diagnose && !missing.is_empty())
+                    .then(|| {
+                        let scope = steering::scope(self.cfg.process_group, pgid);
+                        let ours: Vec<u64> = self
+                            .steering
+                            .stream_inodes(self.listeners, member)
+                            .into_iter()
+                            .map(|(inode, _)| inode)
+                            .collect();
+                        crate::observe::own_listener(scope, &ours)
+                    })
+                    .flatten();
+                Answer::Probed {
+                    missing,
+                    blind,
+                    itself,
+                }
             }
             Question::Observe {
                 worker,

@@ -571,7 +571,7 @@ impl Sim {
                     .any(|p| p.kind == Kind::Orphan && p.alive);
                 Answer::Leftovers { found }
             }
-            Question::Probe { .. } => {
+            Question::Probe { diagnose, .. } => {
                 let missing = if self.rng.chance(30) {
                     vec![]
                 } else {
@@ -585,6 +585,8 @@ impl Sim {
                             not_dumpable: false,
                         },
                     ),
+                    itself: (diagnose && self.rng.chance(50))
+                        .then(|| "0.0.0.0:8000".parse().expect("an address")),
                 }
             }
             Question::RunHook { .. } => Answer::HookStarted(if self.rng.chance(10) {

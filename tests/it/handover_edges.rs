@@ -481,3 +481,37 @@ fn ready_accepting_sees_another_user_s_server_with_the_unit_s_capabilities() {
     gr.signal(libc::SIGTERM);
     gr.wait_exit();
 }
+
+/// A generation that binds a port itself instead of taking graceful-run's: the warning at
+/// 5 s and the readiness-timeout line name the listener it was expected to wait on and the
+/// address it listens on itself (issue 16, item 6). Python's http.server on port 0 binds a
+/// port of its own and never touches fd 3.
+#[test]
+fn a_server_that_listens_on_its_own_port_is_named_at_the_readiness_timeout() {
+    let mut gr = Gr::start(&[
+        "-l",
+        "127.0.0.1:0",
+        "--ready",
+        "accepting",
+        "--ready-timeout",
+        "7s",
+        "--",
+        "python3",
+        "-m",
+        "http.server",
+        "--bind",
+        "127.0.0.1",
+        "0",
+    ]);
+    let status = gr.wait_exit();
+    assert_eq!(code(status), Some(124), "{}", gr.output());
+    let expected = format!("not on tcp://{} (fd 3)", gr.inet_addr(0));
+    let line = gr.wait_stderr("not ready after 7s");
+    assert!(
+        line.contains("it listens on 127.0.0.1:") && line.contains(&expected),
+        "{line}\n{}",
+        gr.output()
+    );
+    let warning = gr.wait_stderr("not waiting for connections on");
+    assert!(warning.contains("itself"), "{warning}");
+}

@@ -70,6 +70,9 @@ pub struct Settings {
     pub job_control: bool,
     /// Stream listeners exist: `--ready accepting` has something to look for.
     pub stream_listeners: bool,
+    /// Their names for the log (`tcp://127.0.0.1:8080 (fd 3)`): what a generation that is
+    /// never ready was expected to wait on.
+    pub stream_names: Vec<String>,
     /// graceful-run's own pid: the MAINPID its supervisor is told.
     pub main_pid: i32,
     /// The most detailed log level wanted (`-q`, `-v`).
@@ -260,6 +263,9 @@ pub enum Question {
         worker: WorkerId,
         pgid: i32,
         member: Option<u32>,
+        /// Also look for a TCP listener of the command's own (it binds a port itself), for
+        /// the diagnosis: asked once it has not waited for [`super::worker::PROBE_WARN_AFTER`].
+        diagnose: bool,
     },
     /// How busy is this worker, steered away from (its member's queue, handshakes toward it,
     /// the connections its processes hold)? Answered with [`Answer::Observed`].
@@ -299,6 +305,9 @@ pub enum Answer {
     Probed {
         missing: Vec<String>,
         blind: Option<crate::accepting::Blind>,
+        /// Asked with `diagnose`: the address of a TCP listener its processes hold that
+        /// graceful-run did not pass them.
+        itself: Option<std::net::SocketAddr>,
     },
     /// To [`Question::Descends`].
     Descends(bool),

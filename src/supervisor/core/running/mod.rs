@@ -868,7 +868,11 @@ impl Running {
                     },
                 }
             }
-            Answer::Probed { missing, blind } => {
+            Answer::Probed {
+                missing,
+                blind,
+                itself,
+            } => {
                 let found = self.slots.iter().position(|s| match s.state {
                     SlotState::Starting(Incoming::Booting(b))
                     | SlotState::Serving {
@@ -882,7 +886,7 @@ impl Running {
                 });
                 match found.and_then(|i| self.take_boot(i).map(|b| (i, b))) {
                     Some((i, boot)) => {
-                        let booted = boot.probed(cx, missing, blind);
+                        let booted = boot.probed(cx, missing, blind, itself);
                         self.booted(cx, i, booted)
                     }
                     None => State::Running(self),
