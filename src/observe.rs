@@ -27,13 +27,13 @@
 //!   its response,
 //! - or it was just accepted and has received nothing yet, for a short grace: the client's
 //!   request may be on its way,
-//! - or it sent data less than the grace (500 ms) ago (`tcpi_last_data_sent`): a response
+//! - or it sent data less than [`RECENT_SEND`] (500 ms) ago (`tcpi_last_data_sent`): a response
 //!   sent in pieces (streamed, or its head and body written apart) has sent after it last
 //!   received between its pieces, exactly as an idle keep-alive connection has; only the
-//!   time since its last piece tells them apart. A stream that pauses for longer than the
-//!   grace between pieces is still seen idle in the pause: TCP says no more.
+//!   time since its last piece tells them apart. A stream that pauses for longer than that
+//!   between pieces is still seen idle in the pause: TCP says no more.
 //!
-//! It is **idle** when it sent after it last received, longer than the grace ago (an idle
+//! It is **idle** when it sent after it last received, longer than that ago (an idle
 //! keep-alive connection waiting for the next request), when it received nothing for longer than the grace (a client that
 //! connected and never spoke, or a server-first protocol waiting for the client), or when the
 //! server already closed its side.
@@ -92,7 +92,7 @@ pub enum Busy {
     JustAccepted,
     /// The last data each way moved in the same clock tick, less than the grace ago.
     SameTick,
-    /// Sent data less than the grace ago: a response may be on its way in pieces.
+    /// Sent data less than [`RECENT_SEND`] ago: a response may be on its way in pieces.
     RecentlySent,
     /// The kernel gave no tcp_info for it: counted busy, to be safe.
     Unknown,
@@ -138,9 +138,15 @@ impl Activity {
     }
 }
 
-/// The grace [`classify`] gives a connection that was just accepted, whose last exchange
-/// fell in one clock tick, or that last sent data, before calling it idle.
+/// The grace [`classify`] gives a connection that was just accepted, or whose last exchange
+/// fell in one clock tick, before calling it idle.
 pub const DEFAULT_GRACE: Duration = Duration::from_millis(500);
+
+/// A connection that sent data less than this ago is busy (`recently-sent`): a response in
+/// pieces has sent after it last received between them, as an idle keep-alive connection
+/// has. Long enough for the pauses of a streamed response or of a head and body written
+/// apart; what it costs is that a drain or a stop waits this long after the last response.
+pub const RECENT_SEND: Duration = Duration::from_millis(500);
 
 /// Busy or idle, from what sock_diag tells of one connection (see the module doc).
 pub fn classify(socket: &Socket, grace: Duration) -> Activity {
@@ -181,7 +187,7 @@ pub fn classify(socket: &Socket, grace: Duration) -> Activity {
     if info.last_data_recv_ms == info.last_data_sent_ms && info.last_data_recv_ms < grace_ms {
         return Activity::Busy(Busy::SameTick);
     }
-    if info.last_data_sent_ms < grace_ms {
+    if u128::from(info.last_data_sent_ms) < RECENT_SEND.as_millis() {
         return Activity::Busy(Busy::RecentlySent);
     }
     Activity::Idle(Idle::KeepAlive)
