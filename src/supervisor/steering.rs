@@ -6,8 +6,9 @@
 //! in `listen/steer.rs`, the observation in `observe.rs`.
 //!
 //! Without steering (`--handover shared`, a kernel or sandbox that refuses the program, UDP
-//! and unix listeners, `,reuseport`) every worker gets the listener graceful-run bound, as
-//! before; the looks at a stopping worker still see its connections.
+//! and unix listeners, `,reuseport`, and once a stranger was found in a group) every worker
+//! gets the listener graceful-run bound, as before; the looks at a stopping worker still see
+//! its connections.
 
 use std::collections::HashMap;
 use std::io;
