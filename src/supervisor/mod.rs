@@ -144,6 +144,7 @@ pub fn settings(
         reaper,
         job_control,
         stream_listeners,
+        stream_names: Vec::new(),
         main_pid: std::process::id() as i32,
         log_level: config.log_level,
     }
@@ -179,13 +180,21 @@ impl<'a> Supervisor<'a> {
             _ => None,
         };
         let triggers = triggers::Triggers::new(setup.watch, probe);
-        let core = Core::new(settings(
+        let mut core_settings = settings(
             setup.config,
             setup.reaper,
             job_control,
             stream_listeners,
             steering.enabled(),
-        ));
+        );
+        core_settings.stream_names = setup
+            .listeners
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| l.is_stream())
+            .map(|(i, l)| format!("{} (fd {})", l.bound, 3 + i))
+            .collect();
+        let core = Core::new(core_settings);
         let io = Executor {
             cfg: setup.config,
             listeners: setup.listeners,
@@ -410,6 +419,12 @@ impl Executor<'_> {
                 fd: 3 + i as i32,
                 address: l.bound.to_string(),
                 name: l.fd_name().to_string(),
+                shared_because: match (&l.bound, self.cfg.handover) {
+                    (crate::listen::Bound::Tcp(_), crate::cli::Handover::Shared) => {
+                        Some("--handover shared".to_string())
+                    }
+                    _ => self.steering.shared_because(self.listeners, i),
+                },
             })
             .collect();
         let t = snapshot.triggered;
@@ -506,10 +521,27 @@ impl Executor<'_> {
                 worker,
                 pgid,
                 member,
+                diagnose,
             } => {
                 let (missing, blind) = self.probe(Pid::from_raw(pgid), member);
                 let _ = worker;
-                Answer::Probed { missing, blind }
+                let itself = (diagnose && !missing.is_empty())
+                    .then(|| {
+                        let scope = steering::scope(self.cfg.process_group, pgid);
+                        let ours: Vec<u64> = self
+                            .steering
+                            .stream_inodes(self.listeners, member)
+                            .into_iter()
+                            .map(|(inode, _)| inode)
+                            .collect();
+                        crate::observe::own_listener(scope, &ours)
+                    })
+                    .flatten();
+                Answer::Probed {
+                    missing,
+                    blind,
+                    itself,
+                }
             }
             Question::Observe {
                 worker,
@@ -591,7 +623,7 @@ impl Executor<'_> {
                 period.as_micros().to_string(),
             ));
         }
-        let fds = self.steering.fds(self.listeners, member).map_err(|e| {
+        let (fds, shared) = self.steering.fds(self.listeners, member).map_err(|e| {
             error!(
                 Subject::NONE,
                 "gen {generation}: cannot open a listener of its own: {e}"
@@ -644,6 +676,7 @@ impl Executor<'_> {
             pid: pid.as_raw(),
             executable: executable.display().to_string(),
             notify_failed,
+            shared,
         })
     }
 
@@ -911,6 +944,10 @@ impl driver::World for Executor<'_> {
             }
             // The dispatch loop keeps the exit.
             Action::Exit(_) => {}
+        }
+        // Found by the look at a spawn or a steering change: told after that one's answer.
+        if let Some(what) = self.steering.take_strangers() {
+            answers.push(Event::Strangers { what });
         }
     }
 }

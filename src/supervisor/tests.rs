@@ -42,6 +42,7 @@ pub(super) fn settings() -> Settings {
         reaper: true,
         job_control: false,
         stream_listeners: true,
+        stream_names: vec!["tcp://127.0.0.1:8080 (fd 3)".into()],
         main_pid: 1000,
         log_level: crate::log::Level::Debug,
     }
@@ -131,6 +132,7 @@ impl World for Script {
                                 random: 0,
                                 executable: "server".into(),
                                 notify_failed: None,
+                                shared: false,
                             }))
                         }
                     },
@@ -146,6 +148,7 @@ impl World for Script {
                     Question::Probe { .. } => Answer::Probed {
                         missing: self.probes.pop_front().unwrap_or_default(),
                         blind: self.blinds.pop_front().flatten(),
+                        itself: None,
                     },
                     Question::Descends { .. } => Answer::Descends(self.descends),
                     Question::Observe { .. } => {
