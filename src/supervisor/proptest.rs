@@ -9,8 +9,13 @@
 //!
 //! - each slot has at most one worker in its role and one incoming, and an incoming one only
 //!   beside a serving one;
-//! - workers alive never exceed `--workers` + `--max-surge` (counting only processes the core
-//!   can account for: not ones that survived SIGKILL, nor ones it cannot see);
+//! - workers alive never exceed the current count (`--workers`, `ctl scale`, SIGTTIN/SIGTTOU)
+//!   plus `--max-surge`, or the number alive when the count last went down, while those drain
+//!   (counting only processes the core can account for: not ones that survived SIGKILL, nor
+//!   ones it cannot see);
+//! - the core itself never takes the ready workers below the count − `--max-unavailable`
+//!   once that many were ready (rollouts, scaling, ready and restart events; crashes and
+//!   triggers may);
 //! - every armed deadline is in the future;
 //! - no main process is signalled after it was reaped, and no process group after a check
 //!   said it was empty (the answer counts from the moment it was given, so a signal later in
@@ -77,6 +82,8 @@ enum Op {
     Orphan,
     HookExit,
     Ctl(u8),
+    /// `ctl scale` with a count, bad ones included.
+    Scale(u8),
     /// A --health-http probe's end, a WATCHDOG=1, a file change.
     Checked(u8, bool),
     Ping(u8),
@@ -87,7 +94,7 @@ enum Op {
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        3 => (0u8..10, 0u8..6).prop_map(|(s, o)| Op::Signal(s, o)),
+        3 => (0u8..12, 0u8..6).prop_map(|(s, o)| Op::Signal(s, o)),
         4 => Just(Op::Timer),
         2 => (1u16..3000).prop_map(Op::Advance),
         4 => (0u8..8).prop_map(Op::Ready),
@@ -97,6 +104,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::Orphan),
         1 => Just(Op::HookExit),
         1 => (0u8..4).prop_map(Op::Ctl),
+        1 => (0u8..7).prop_map(Op::Scale),
         1 => (0u8..8, any::<bool>()).prop_map(|(w, ok)| Op::Checked(w, ok)),
         1 => (0u8..8).prop_map(Op::Ping),
         1 => Just(Op::Changed),
@@ -160,6 +168,13 @@ struct Sim {
     stranger_found: bool,
     stranger_untold: bool,
     core_knows_stranger: bool,
+    /// Workers alive when the count last went down, less those gone since: they may exceed
+    /// the new count + the surge while they drain.
+    excess: usize,
+    /// The count as last seen.
+    slots: u32,
+    /// More than one worker ran at some point (scaled up).
+    several: bool,
 }
 
 impl World for Sim {
@@ -337,6 +352,9 @@ impl Sim {
             stranger_found: false,
             stranger_untold: false,
             core_knows_stranger: false,
+            excess: 0,
+            slots: 0,
+            several: false,
         }
     }
 
@@ -394,10 +412,17 @@ impl Sim {
                 "incoming without a serving one: {snapshot:?}"
             );
         }
-        let cap = (s.workers + s.policy.max_surge) as usize;
+        let alive = self.alive_workers();
+        if snapshot.slots < self.slots {
+            self.excess = self.excess.max(alive);
+        }
+        self.excess = self.excess.min(alive);
+        self.slots = snapshot.slots;
+        self.several |= snapshot.slots > 1;
+        let cap = ((snapshot.slots + s.policy.max_surge) as usize).max(self.excess);
         if snapshot.phase != Phase::Stopping && snapshot.phase != Phase::Done {
             assert!(
-                self.alive_workers() <= cap,
+                alive <= cap,
                 "{} workers alive, over {cap}: {snapshot:?}",
                 self.alive_workers()
             );
@@ -796,6 +821,8 @@ impl Harness {
                     sig(nix::libc::SIGQUIT),
                     sig(nix::libc::SIGWINCH),
                     Signal::from_raw(nix::libc::SIGRTMIN() + 3).expect("RTMIN+3 exists"),
+                    Signal::TTIN,
+                    Signal::TTOU,
                 ][s as usize];
                 let leaders = self.live_leaders();
                 let origin = match o {
@@ -938,6 +965,23 @@ impl Harness {
                     self.sim.stranger = Some(self.sim.members.len());
                 }
             }
+            Op::Scale(k) => {
+                self.sim.ctl_clients += 1;
+                let client = self.sim.ctl_clients;
+                let workers = [0, 1, 2, 3, 4, 1, MAX_WORKERS + 1][k as usize];
+                let before = self.core.snapshot().slots;
+                self.feed(Event::Control {
+                    client,
+                    peer: Peer { pid: 9, uid: 0 },
+                    command: Command::Scale { workers },
+                });
+                let after = self.core.snapshot();
+                if (workers == 0 || workers > MAX_WORKERS)
+                    && !matches!(after.phase, Phase::Stopping | Phase::Done)
+                {
+                    assert_eq!(after.slots, before, "a bad count changed the count");
+                }
+            }
             Op::Ctl(kind) => {
                 self.sim.ctl_clients += 1;
                 let client = self.sim.ctl_clients;
@@ -954,6 +998,49 @@ impl Harness {
                 });
             }
         }
+    }
+
+    /// [`apply`](Self::apply), and checks that an op that neither kills a worker nor lets a
+    /// trigger act leaves at least min(ready before, count − `--max-unavailable`) ready.
+    fn apply_checked(&mut self, op: &Op) {
+        let s = &self.sim.settings;
+        let triggers = s.health.is_some()
+            || s.policy.watchdog.is_some()
+            || s.max_memory.is_some()
+            || s.max_lifetime.is_some()
+            || s.watch.is_some();
+        let harmless = match *op {
+            // The restart signal (twice), SIGTTIN, SIGTTOU; none is mapped to a stop here.
+            Op::Signal(s, _) => matches!(s, 2 | 3 | 10 | 11),
+            Op::Ctl(kind) => kind < 2,
+            Op::Timer | Op::Advance(_) | Op::Ready(_) | Op::Status(_) | Op::Scale(_) => true,
+            _ => false,
+        };
+        let ready = |core: &Core| {
+            let snapshot = core.snapshot();
+            let serving = snapshot
+                .workers
+                .iter()
+                .filter(|w| w.role == Role::Serving)
+                .count();
+            (snapshot.phase, snapshot.slots, serving)
+        };
+        let (_, _, before) = ready(&self.core);
+        let max_unavailable = s.max_unavailable as usize;
+        self.apply(op);
+        if triggers || !harmless || self.outcome.is_some() {
+            return;
+        }
+        let (phase, slots, after) = ready(&self.core);
+        if matches!(phase, Phase::Stopping | Phase::Done) {
+            return;
+        }
+        let floor = before.min((slots as usize).saturating_sub(max_unavailable));
+        assert!(
+            after >= floor,
+            "{op:?} left {after} ready of {slots}, under {floor}: {:?}",
+            self.core.snapshot()
+        );
     }
 
     fn some_worker(&self, i: u8) -> Option<WorkerId> {
@@ -1014,7 +1101,8 @@ impl Harness {
                 "ctl client {client} has no last reply"
             );
         }
-        if s.workers > 1 {
+        // With several workers the outcome is checked by the example-based tests.
+        if s.workers > 1 || self.sim.several {
             return;
         }
         let holder = self.sim.holders.get(&0).copied();
@@ -1196,7 +1284,7 @@ proptest! {
             if harness.outcome.is_some() {
                 break;
             }
-            harness.apply(op);
+            harness.apply_checked(op);
         }
         harness.finish();
     }

@@ -26,3 +26,4 @@ mod state_machine;
 mod steering;
 mod terminal;
 mod triggers;
+mod workers;

@@ -537,8 +537,11 @@ impl Running {
         if let Some((proc, outcome)) = self.retirees.exited(cx, pid, exit) {
             // A worker stopped to make room (--max-unavailable) is its slot's last in the
             // role until another takes it.
-            let slot = &mut self.slots[proc.slot as usize];
-            if outcome && matches!(slot.state, SlotState::Vacant | SlotState::Backoff { .. }) {
+            // Its slot may be gone: `ctl scale` or SIGTTOU removed it while it drained.
+            if let Some(slot) = self.slots.get_mut(proc.slot as usize)
+                && outcome
+                && matches!(slot.state, SlotState::Vacant | SlotState::Backoff { .. })
+            {
                 slot.end = Some(End::Exited(exit));
                 cx.stats.last_exit = Some(exit);
             }
