@@ -285,9 +285,10 @@ pub struct Cli {
     /// After a handover (--handover steer), the old generation keeps running: it accepts the
     /// connections still queued on its own listener, and graceful-run watches, from outside,
     /// until that queue is empty, no handshake toward it is still in flight, and none of its
-    /// connections is busy (unread or unsent bytes, a request waiting for its response, or
-    /// accepted moments ago with nothing received yet; an idle keep-alive connection is not
-    /// busy), at most this long. Then the stop signal, --stop-timeout and SIGKILL follow as
+    /// connections is busy (unread or unsent bytes, a request waiting for its response,
+    /// accepted moments ago with nothing received yet, or data sent less than 500 ms ago, as
+    /// between the pieces of a streamed response; an idle keep-alive connection is not busy),
+    /// at most this long. Then the stop signal, --stop-timeout and SIGKILL follow as
     /// usual. A stop waits the same way after --drain-delay, for at most half of
     /// --stop-timeout (and at most this long): that wait counts against --stop-timeout, so
     /// that the whole stop still fits in --drain-delay + --stop-timeout and a server still

@@ -88,6 +88,8 @@ enum Op {
     Checked(u8, bool),
     Ping(u8),
     Changed,
+    /// Another program of the same user joins the steered listener's reuseport group.
+    Stranger,
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -106,6 +108,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0u8..8, any::<bool>()).prop_map(|(w, ok)| Op::Checked(w, ok)),
         1 => (0u8..8).prop_map(Op::Ping),
         1 => Just(Op::Changed),
+        1 => Just(Op::Stranger),
     ]
 }
 
@@ -159,6 +162,12 @@ struct Sim {
     members: Vec<Option<WorkerId>>,
     /// Where new connections go, as last told.
     spread: Option<Vec<u32>>,
+    /// A stranger's index in the kernel's array (it joined at the end, after `members`);
+    /// whether the executor found it (at a spawn or a steering change) and the core was told.
+    stranger: Option<usize>,
+    stranger_found: bool,
+    stranger_untold: bool,
+    core_knows_stranger: bool,
     /// Workers alive when the count last went down, less those gone since: they may exceed
     /// the new count + the surge while they drain.
     excess: usize,
@@ -176,6 +185,9 @@ impl World for Sim {
     fn feeding(&mut self, event: &Event) {
         if self.trace {
             eprintln!("> {event:?}");
+        }
+        if matches!(event, Event::Strangers { .. }) {
+            self.core_knows_stranger = true;
         }
         if let Event::Reaped { pid, status } = *event
             && crate::reaper::decode(status)
@@ -267,11 +279,26 @@ impl World for Sim {
                 }
             }
             Action::Steer { members } => {
+                // The executor looks for strangers before it steers.
+                self.find_stranger();
+                let mut members = members;
+                if self.stranger_found {
+                    // As the executor: a member not made is not steered to.
+                    members.retain(|m| (*m as usize) < self.members.len());
+                    if members.is_empty() {
+                        members.push(0);
+                    }
+                }
                 for m in &members {
                     assert!(
                         (*m as usize) < self.members.len(),
                         "steered to member {m} of {}",
                         self.members.len()
+                    );
+                    // graceful-run's members are all before the stranger in the array.
+                    assert!(
+                        self.stranger.is_none_or(|at| (*m as usize) < at),
+                        "steered to member {m}, the stranger's index"
                     );
                 }
                 self.spread = Some(members);
@@ -282,6 +309,12 @@ impl World for Sim {
             | Action::StopSelf
             | Action::Release { .. }
             | Action::CloseListeners => {}
+        }
+        // As the executor: the strangers found, told after the action's own answer.
+        if std::mem::take(&mut self.stranger_untold) {
+            answers.push(Event::Strangers {
+                what: "another program listens on 127.0.0.1:8080".into(),
+            });
         }
     }
 }
@@ -315,10 +348,24 @@ impl Sim {
                 Vec::new()
             },
             spread: None,
+            stranger: None,
+            stranger_found: false,
+            stranger_untold: false,
+            core_knows_stranger: false,
             excess: 0,
             slots: 0,
             several: false,
         }
+    }
+
+    /// What the executor does at a spawn with a member and before steering: a stranger in the
+    /// array is found (the core is told once, after the action, see `perform`).
+    fn find_stranger(&mut self) -> bool {
+        if self.stranger.is_some() && !self.stranger_found {
+            self.stranger_found = true;
+            self.stranger_untold = true;
+        }
+        self.stranger_found
     }
 
     fn check(&mut self, core: &Core) {
@@ -386,14 +433,17 @@ impl Sim {
         // New connections go to the serving workers' members, or with none serving, to the
         // starting ones'.
         if s.steering && !matches!(snapshot.phase, Phase::Stopping | Phase::Done) {
+            // A worker without a member after strangers were found shares member 0's socket.
+            let shared = self.core_knows_stranger.then_some(0);
             let members = |role: Role| {
                 let mut members: Vec<u32> = snapshot
                     .workers
                     .iter()
                     .filter(|w| w.role == role)
-                    .filter_map(|w| w.member)
+                    .filter_map(|w| w.member.or(shared))
                     .collect();
                 members.sort_unstable();
+                members.dedup();
                 members
             };
             let serving = members(Role::Serving);
@@ -436,6 +486,10 @@ impl Sim {
                 member,
                 ..
             } => {
+                // The executor gives the shared socket instead of a member once it found a
+                // stranger: a member made now would not get the index the core counts on.
+                let shared = member.is_some() && self.find_stranger();
+                let member = if shared { None } else { member };
                 if let Some(m) = member {
                     // The kernel's array: a new member joins at the end, and no member is
                     // given out while a process of its last holder may still hold it.
@@ -509,6 +563,7 @@ impl Sim {
                     random: self.rng.next(),
                     executable: "server".into(),
                     notify_failed: None,
+                    shared,
                 }))
             }
             Question::CheckGroup { pgid, .. } => {
@@ -541,7 +596,7 @@ impl Sim {
                     .any(|p| p.kind == Kind::Orphan && p.alive);
                 Answer::Leftovers { found }
             }
-            Question::Probe { .. } => {
+            Question::Probe { diagnose, .. } => {
                 let missing = if self.rng.chance(30) {
                     vec![]
                 } else {
@@ -555,6 +610,8 @@ impl Sim {
                             not_dumpable: false,
                         },
                     ),
+                    itself: (diagnose && self.rng.chance(50))
+                        .then(|| "0.0.0.0:8000".parse().expect("an address")),
                 }
             }
             Question::RunHook { .. } => Answer::HookStarted(if self.rng.chance(10) {
@@ -901,6 +958,13 @@ impl Harness {
                 paths: vec!["src/main.rs".into()],
                 more: 0,
             }),
+            Op::Stranger => {
+                // It joins at the end of the kernel's array (once: one is enough to shift
+                // every index after it).
+                if self.sim.settings.steering && self.sim.stranger.is_none() {
+                    self.sim.stranger = Some(self.sim.members.len());
+                }
+            }
             Op::Scale(k) => {
                 self.sim.ctl_clients += 1;
                 let client = self.sim.ctl_clients;
