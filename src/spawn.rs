@@ -32,7 +32,9 @@
 //!    graceful-run's, nor anything graceful-run inherited, reaches the command.
 //! 4. Signal dispositions: default for every signal, except those that were ignored when
 //!    graceful-run started (e.g. HUP under nohup), which stay ignored as they would without
-//!    graceful-run. SIGPIPE is always reset: Rust's runtime ignores it before `main`.
+//!    graceful-run. graceful-run installs no handler (it reads its signals from a signalfd),
+//!    so this takes one `sigaction` for SIGPIPE (Rust's runtime ignores it before `main`),
+//!    plus one per originally ignored signal.
 //! 5. Supplementary groups, gid, uid (`--user`), after everything needing privilege.
 //! 6. `PR_SET_PDEATHSIG(SIGKILL)`, then a check that the parent is still the one that forked
 //!    (it may have died at any point since fork, before the prctl took effect). Only after
@@ -44,9 +46,13 @@
 //! 7. The `LISTEN_PID` digits are written into the slot prepared before fork.
 //! 8. The signal mask is emptied and `execve` runs. A signal that arrived since fork was held
 //!    pending and now acts with its default disposition, as it would on the exec'd program.
+//!    (graceful-run blocks every catchable signal for its whole life, see `signal::receive`,
+//!    and a mask survives both fork and exec: this one call is what gives the command an
+//!    empty one.)
 //!
-//! The parent blocks every signal around `fork()`, so that no signal handler of graceful-run
-//! (signal-hook writes to a socket it shares with the parent) can run in the child before step 5.
+//! The parent blocks every signal around `fork()` as well (all of them: the few glibc and
+//! the kernel leave out of graceful-run's mask included), so that nothing can run in the child
+//! before step 5.
 //!
 //! Failure before exec is reported through a close-on-exec pipe: the child writes which step
 //! failed and the errno, then `_exit`s; the parent reads EOF when exec succeeded. The parent
@@ -581,17 +587,20 @@ impl ChildSetup<'_> {
         }
     }
 
+    /// Dispositions, the command's way (step 4 of the module docs). graceful-run installs no
+    /// handler (signals reach it through a signalfd, see `signal::receive`), and exec resets
+    /// any handler anyway, so only what graceful-run changed to or from "ignored" is left:
+    /// SIGPIPE, which Rust's runtime ignores, back to the default; and the signals that were
+    /// ignored when graceful-run started ignored again (SIGCHLD is the one graceful-run sets
+    /// to its default, for its own reaping). Usually one call in all.
     unsafe fn reset_signals(&mut self) {
-        for signal in Signal::all().filter(|s| s.is_catchable()) {
-            let keep_ignored = self.ignored.contains(&signal);
+        let pipe = std::iter::once((Signal::PIPE, libc::SIG_DFL));
+        let ignored = self.ignored.iter().map(|s| (*s, libc::SIG_IGN));
+        for (signal, disposition) in pipe.chain(ignored) {
             // SAFETY: see `run`; sigaction with SIG_DFL/SIG_IGN installs no code.
             unsafe {
                 let mut action: libc::sigaction = std::mem::zeroed();
-                action.sa_sigaction = if keep_ignored {
-                    libc::SIG_IGN
-                } else {
-                    libc::SIG_DFL
-                };
+                action.sa_sigaction = disposition;
                 libc::sigemptyset(&mut action.sa_mask);
                 if libc::sigaction(signal.raw(), &action, std::ptr::null_mut()) != 0 {
                     self.fail(Stage::Signals);
