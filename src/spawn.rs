@@ -32,7 +32,9 @@
 //!    graceful-run's, nor anything graceful-run inherited, reaches the command.
 //! 4. Signal dispositions: default for every signal, except those that were ignored when
 //!    graceful-run started (e.g. HUP under nohup), which stay ignored as they would without
-//!    graceful-run. SIGPIPE is always reset: Rust's runtime ignores it before `main`.
+//!    graceful-run. graceful-run installs no handler (it reads its signals from a signalfd),
+//!    so this takes one `sigaction` for SIGPIPE (Rust's runtime ignores it before `main`),
+//!    plus one per originally ignored signal.
 //! 5. Supplementary groups, gid, uid (`--user`), after everything needing privilege.
 //! 6. `PR_SET_PDEATHSIG(SIGKILL)`, then a check that the parent is still the one that forked
 //!    (it may have died at any point since fork, before the prctl took effect). Only after
@@ -45,15 +47,22 @@
 //!    slots prepared before fork.
 //! 8. The signal mask is emptied and `execve` runs. A signal that arrived since fork was held
 //!    pending and now acts with its default disposition, as it would on the exec'd program.
+//!    (graceful-run blocks every catchable signal for its whole life, see `signal::receive`,
+//!    and a mask survives both fork and exec: this one call is what gives the command an
+//!    empty one.)
 //!
-//! The parent blocks every signal around `fork()`, so that no signal handler of graceful-run
-//! (signal-hook writes to a socket it shares with the parent) can run in the child before step 5.
+//! The child is started with `clone(CLONE_VM | CLONE_VFORK)`, as glibc's posix_spawn does, not
+//! a full `fork()`: see [`clone_vfork`] for why and for the hazards of sharing memory.
+//!
+//! The parent blocks every signal around the clone as well (all of them: the few glibc and
+//! the kernel leave out of graceful-run's mask included), so that nothing can run in the child
+//! before step 5.
 //!
 //! Failure before exec is reported through a close-on-exec pipe: the child writes which step
 //! failed and the errno, then `_exit`s; the parent reads EOF when exec succeeded. The parent
 //! reaps such a child itself, at once: it exists only inside `spawn`.
 //!
-//! Everything after `fork()` in the child is async-signal-safe: only raw libc syscalls, on
+//! Everything after the clone in the child is async-signal-safe: only raw libc syscalls, on
 //! memory allocated before fork, with no locks and no allocation.
 
 use std::ffi::{CString, OsStr, OsString};
@@ -372,30 +381,29 @@ pub fn spawn(plan: &Plan) -> Result<Pid, SpawnError> {
     )
     .map_err(SpawnError::Fork)?;
 
-    // SAFETY: fork(2) itself is always safe to call; the child branch below restricts itself
-    // to async-signal-safe calls on memory prepared before this point (see the module docs).
-    let pid = unsafe { libc::fork() };
-    if pid == 0 {
-        use std::os::fd::AsRawFd;
-        let child = ChildSetup {
-            executable: executable.as_ptr(),
-            argv: arrays.argv.as_ptr(),
-            envp: arrays.envp.as_ptr(),
-            listen_pid_slot: arrays.listen_pid_slot,
-            watchdog_pid_slot: arrays.watchdog_pid_slot,
-            fds: &mut fds,
-            new_process_group: plan.new_process_group,
-            terminal: plan.terminal,
-            credentials: plan.credentials.map(|c| (c.uid, c.gid)),
-            groups: &groups,
-            ignored: plan.ignored_signals,
-            parent,
-            report: report_write.as_raw_fd(),
-        };
-        // SAFETY: we are the child of fork(); `run` never returns and only makes
-        // async-signal-safe calls.
-        unsafe { child.run() }
-    }
+    use std::os::fd::AsRawFd;
+    let mut child = ChildSetup {
+        executable: executable.as_ptr(),
+        argv: arrays.argv.as_ptr(),
+        envp: arrays.envp.as_ptr(),
+        listen_pid_slot: arrays.listen_pid_slot,
+        watchdog_pid_slot: arrays.watchdog_pid_slot,
+        fds: &mut fds,
+        new_process_group: plan.new_process_group,
+        terminal: plan.terminal,
+        credentials: plan.credentials.map(|c| (c.uid, c.gid)),
+        groups: &groups,
+        ignored: plan.ignored_signals,
+        parent,
+        report: report_write.as_raw_fd(),
+    };
+    let pid = match ChildStack::new() {
+        // SAFETY: see `clone_vfork`: the stack is ours and unused, `child` lives in this
+        // frame until clone returns, which CLONE_VFORK makes happen only after the child
+        // exec'd or exited.
+        Ok(stack) => unsafe { clone_vfork(&mut child, &stack) },
+        Err(_) => -1,
+    };
     let fork_error = Errno::last();
     let _ = nix::sys::signal::pthread_sigmask(
         nix::sys::signal::SigmaskHow::SIG_SETMASK,
@@ -419,6 +427,95 @@ pub fn spawn(plan: &Plan) -> Result<Pid, SpawnError> {
             let _ = nix::sys::wait::waitpid(pid, None);
             Err(SpawnError::Child { stage, errno })
         }
+    }
+}
+
+/// The child's stack for [`clone_vfork`]: an anonymous mapping with a guard page below it.
+/// The child needs a few KiB (its largest local is the 4 KiB getdents64 buffer); only the
+/// pages it touches become memory.
+struct ChildStack {
+    base: *mut libc::c_void,
+}
+
+impl ChildStack {
+    const GUARD: usize = 4096;
+    const SIZE: usize = 64 * 1024;
+
+    fn new() -> Result<ChildStack, Errno> {
+        // SAFETY: a new private anonymous mapping, checked; nothing else refers to it.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                Self::GUARD + Self::SIZE,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return Err(Errno::last());
+        }
+        let stack = ChildStack { base };
+        // SAFETY: the lowest page of the mapping just made: an overflow faults instead of
+        // writing below the stack.
+        if unsafe { libc::mprotect(base, Self::GUARD, libc::PROT_NONE) } != 0 {
+            return Err(Errno::last());
+        }
+        Ok(stack)
+    }
+
+    /// The initial stack pointer (stacks grow down on every architecture Linux runs Rust on
+    /// except none that graceful-run builds for), 16-byte aligned.
+    fn top(&self) -> *mut libc::c_void {
+        // SAFETY: within (one past the end of) the mapping.
+        unsafe { self.base.cast::<u8>().add(Self::GUARD + Self::SIZE).cast() }
+    }
+}
+
+impl Drop for ChildStack {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `new`, unused once clone_vfork returned.
+        unsafe { libc::munmap(self.base, Self::GUARD + Self::SIZE) };
+    }
+}
+
+/// `clone(CLONE_VM | CLONE_VFORK)`, what glibc's posix_spawn does: the child borrows
+/// graceful-run's memory instead of copying its page tables, and every page graceful-run
+/// writes afterwards is not a copy-on-write fault (a full fork() of graceful-run was most of
+/// what its startup cost beyond tini's; see BENCHMARKS.md, figure 1). Returns the child's pid,
+/// or -1 with errno set.
+///
+/// Hazards, all handled in [`ChildSetup::run`]:
+/// - The child shares memory with the parent: it writes only what was prepared for it (the
+///   `fds` scratch copy, the `LISTEN_PID=` slot) and its own stack, never allocates, never
+///   takes a lock. Other threads of graceful-run keep running beside it, so no lock that one of
+///   them might hold can be taken either (glibc's `setuid`/`setgid`/`setgroups` broadcast to
+///   all threads under a lock: the child makes those as raw system calls, which change the
+///   credentials of the calling process only).
+/// - It also shares thread-local storage with the calling thread (errno among it); that thread
+///   is suspended until the child execs or exits, and reads nothing the child wrote but the
+///   report pipe.
+/// - Every signal is blocked (by the caller) across the clone; no handler exists anyway.
+///
+/// # Safety
+/// `stack` must be unused by anything else, and `child` must stay valid until this returns.
+unsafe fn clone_vfork(child: &mut ChildSetup<'_>, stack: &ChildStack) -> c_int {
+    extern "C" fn entry(arg: *mut libc::c_void) -> c_int {
+        // SAFETY: `arg` is the `&mut ChildSetup` given to clone below; the parent is suspended
+        // (CLONE_VFORK) and does not touch it until the child has exec'd or exited. The
+        // bitwise copy is consumed by `run`, which never returns, so nothing is dropped twice.
+        unsafe { std::ptr::read(arg.cast::<ChildSetup<'_>>()).run() }
+    }
+    // SAFETY: see the function's docs; SIGCHLD as the exit signal makes it an ordinary child
+    // for waitid/waitpid.
+    unsafe {
+        libc::clone(
+            entry,
+            stack.top(),
+            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+            (child as *mut ChildSetup<'_>).cast(),
+        )
     }
 }
 
@@ -462,7 +559,7 @@ impl ChildSetup<'_> {
     /// The child's side of spawn. Only async-signal-safe syscalls from here on.
     ///
     /// # Safety
-    /// Must run only in the child of fork(), with every signal blocked.
+    /// Must run only in the child of [`clone_vfork`], with every signal blocked.
     unsafe fn run(mut self) -> ! {
         // SAFETY (for every libc call below): plain syscalls on integers and on memory that was
         // allocated before fork and is owned by this (copied) address space; none allocates,
@@ -488,13 +585,16 @@ impl ChildSetup<'_> {
             self.close_other_fds();
             self.reset_signals();
             if let Some((uid, gid)) = self.credentials {
-                if libc::setgroups(self.groups.len(), self.groups.as_ptr()) != 0 {
+                // Raw system calls, not glibc's wrappers: those signal every thread of the
+                // parent, whose memory the child shares (see `clone_vfork`).
+                if libc::syscall(libc::SYS_setgroups, self.groups.len(), self.groups.as_ptr()) != 0
+                {
                     self.fail(Stage::Groups);
                 }
-                if libc::setgid(gid) != 0 {
+                if libc::syscall(libc::SYS_setgid, gid) != 0 {
                     self.fail(Stage::Gid);
                 }
-                if libc::setuid(uid) != 0 {
+                if libc::syscall(libc::SYS_setuid, uid) != 0 {
                     self.fail(Stage::Uid);
                 }
             }
@@ -616,17 +716,20 @@ impl ChildSetup<'_> {
         }
     }
 
+    /// Dispositions, the command's way (step 4 of the module docs). graceful-run installs no
+    /// handler (signals reach it through a signalfd, see `signal::receive`), and exec resets
+    /// any handler anyway, so only what graceful-run changed to or from "ignored" is left:
+    /// SIGPIPE, which Rust's runtime ignores, back to the default; and the signals that were
+    /// ignored when graceful-run started ignored again (SIGCHLD is the one graceful-run sets
+    /// to its default, for its own reaping). Usually one call in all.
     unsafe fn reset_signals(&mut self) {
-        for signal in Signal::all().filter(|s| s.is_catchable()) {
-            let keep_ignored = self.ignored.contains(&signal);
+        let pipe = std::iter::once((Signal::PIPE, libc::SIG_DFL));
+        let ignored = self.ignored.iter().map(|s| (*s, libc::SIG_IGN));
+        for (signal, disposition) in pipe.chain(ignored) {
             // SAFETY: see `run`; sigaction with SIG_DFL/SIG_IGN installs no code.
             unsafe {
                 let mut action: libc::sigaction = std::mem::zeroed();
-                action.sa_sigaction = if keep_ignored {
-                    libc::SIG_IGN
-                } else {
-                    libc::SIG_DFL
-                };
+                action.sa_sigaction = disposition;
                 libc::sigemptyset(&mut action.sa_mask);
                 if libc::sigaction(signal.raw(), &action, std::ptr::null_mut()) != 0 {
                     self.fail(Stage::Signals);

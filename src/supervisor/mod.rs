@@ -245,10 +245,9 @@ impl<'a> Supervisor<'a> {
             };
         };
         self.io.reclaim_terminal();
-        // The handlers stay installed until the process ends: a signal that arrives while
-        // socket and pid files are removed is absorbed instead of killing graceful-run
-        // half-way. (Dropping the receiver would also unregister every handler, one
-        // copy-on-write update of signal-hook's registry each: a fifth of startup+exit work.)
+        // The signals stay blocked and their signalfd open until the process ends: a signal
+        // that arrives while socket and pid files are removed waits, unread, instead of
+        // killing graceful-run half-way.
         std::mem::forget(self.io.signals);
         outcome
     }

@@ -75,7 +75,10 @@ fn restart_wait_returns_once_the_new_generation_took_over() {
     let mut gr = serving(&dir, r#"exec "$0" --ready-delay 500"#, &[]);
     let output = ctl(&gr, &["restart", "--wait"]);
     assert_eq!(code(output.status), Some(0), "{}", text(&output));
-    // It returned after the handover, not before.
+    // It returned after the handover, not before: graceful-run logs the handover in the step
+    // that answers. The test's own reader thread may not have read that line from the pipe yet
+    // when the answer arrives (seen once spawning got faster), so give it the usual deadline.
+    gr.wait_stderr("takes over from gen 1");
     assert!(
         gr.stderr
             .count(|l| l.contains("gen 2 (pid") && l.contains("takes over from gen 1"))
