@@ -52,7 +52,7 @@ def workers_section(raw):
                 gr_failed += failed
                 gr_restarts += r["restarts"]
                 mem_ok = mem_ok and ok_mem
-                gr_mem.append(f"{server} {peak / MIB:.0f} MiB ≤ {bound / MIB:.0f}")
+                gr_mem.append(f"{server} {peak / MIB:.1f} MiB ≤ {bound / MIB:.1f}")
             else:
                 peer_failed.append(f"{tool} {failed} in {r['restarts']}")
 
@@ -68,8 +68,8 @@ def workers_section(raw):
                 + f" in {r['load_seconds_used']:.0f} s",
                 fails(w["close"]), fails(w["keepalive"]),
                 f"{_med(times):.2f} s [{min(times):.2f}–{max(times):.2f}]" if times else "–",
-                f"{steady / MIB:.0f} MiB",
-                f"{peak / MIB:.0f} MiB (≤ {bound / MIB:.0f}: {'yes' if ok_mem else 'no'}), "
+                f"{steady / MIB:.1f} MiB",
+                f"{peak / MIB:.1f} MiB (≤ {bound / MIB:.1f}: {'yes' if ok_mem else 'no'}), "
                 f"{r['max_processes']} processes at most",
             ])
             t1, t4 = r["throughput_1"], r["throughput_4"]
@@ -112,6 +112,61 @@ def workers_section(raw):
     )
     md += _table(["server, tool", "keep-alive, 1 worker", "keep-alive, 4 workers",
                   "new connections, 1 worker", "new connections, 4 workers"], thr_rows)
+    gr_runs = [(server, tools["graceful-run"]) for server, tools in res.items()
+               if "graceful-run" in tools]
+    ka = sum(r["wrk"]["keepalive"]["failed"] for _, r in gr_runs)
+    nc = sum(r["wrk"]["close"]["failed"] for _, r in gr_runs)
+    slow = [(server, r) for server, r in gr_runs if r["rollout_s"] and _med(r["rollout_s"]) > 5]
+    if ka or slow:
+        md += (
+            "\n**Why the targets are missed.** "
+            f"Under graceful-run, {nc} requests failed on new connections and {ka} on "
+            "keep-alive connections. wrk sends a keep-alive connection's next request the "
+            "moment the previous answer arrives, and those connections stay with the old "
+            "worker after the steering change (steering moves new connections only), so "
+            "the old worker's connections are busy at nearly every look and its drain lasts "
+            "until a look happens to fall between two requests on every connection, or "
+            "until --drain-timeout (30 s) runs out. That is what makes these rollouts last "
+            + ", ".join(f"{_med(r['rollout_s']):.0f} s ({server})" for server, r in slow)
+            + " at the median instead of the 1 s (Node) and 2.2 s (uvicorn) that a trial of "
+            "the same script measured at load average 9, and why fewer than "
+            f"{data['restarts_asked']} fit in the time bound. Then the stop signal cuts "
+            "what is in flight: Node's default on TERM is to exit at once, uvicorn's "
+            "shutdown closes each keep-alive connection after its answer, and wrk, which "
+            "has already sent the next request on it and never retries, counts a read error "
+            "(HTTP/1.1 lets a client retry an idempotent request on a keep-alive "
+            "connection the server closed, and browsers and proxies do). The baselines lose "
+            "more, new connections included for gunicorn. Losing nothing here needs the "
+            "server to answer its last request with `Connection: close` before exiting, "
+            "which graceful-run cannot do from outside.\n"
+        )
+    over = [(server, r) for server, r in gr_runs
+            if r["peak_kib"] > r["steady_kib"] * (1 + 1 / max(r["steady_workers"], 1))]
+    if over:
+        md += (
+            "\n**Peak memory.** "
+            + "; ".join(f"{server}: at most {r['max_processes']} worker processes alive at "
+                        f"once (4 + the surge of 1)" for server, r in over)
+            + ": the rollout never stacked workers, so the peak above the steady state plus "
+            "one worker is the workers' own growth over minutes of load (Node's heap grows "
+            "under wrk), against a steady state sampled in the first 3 s of that load. "
+            "bench/workers.py should sample the steady state again after the rollouts "
+            "(not done in this run).\n"
+        )
+    uv = res.get("uvicorn", {}).get("graceful-run")
+    if uv and uv["throughput_1"]["keepalive"] < uv["throughput_1"]["close"] / 2:
+        md += (
+            "\n**Why uvicorn under graceful-run is slow with keep-alive** "
+            f"({uv['throughput_1']['keepalive']:,.0f} requests/s against "
+            f"{uv['throughput_1']['close']:,.0f} on new connections): `uvicorn --fd 3` wraps "
+            "the inherited socket with `socket.fromfd(fd, AF_UNIX, ...)` whatever its real "
+            "family, so asyncio takes the accepted TCP connections for unix ones and never "
+            "sets `TCP_NODELAY` on them; uvicorn writes a response's head and body in two "
+            "sends, and the body waits for the client's delayed ACK (about 40 ms: 16 "
+            "connections / 40 ms ≈ 400 requests/s). uvicorn's own bug, also reported by "
+            "sglang (sgl-project/sglang#20421), not graceful-run's: under gunicorn, the "
+            "UvicornWorker gets a socket that gunicorn created as TCP.\n"
+        )
     md += (
         "\n**Balance across the 4 workers**: which pid answered, over 800 requests on new "
         "connections (8 client threads) and over 32 keep-alive connections opened one after "
