@@ -33,45 +33,48 @@ def _balance(counts, total_workers=4):
 def workers_section(raw):
     data = json.load(open(os.path.join(raw, WORKERS_JSON)))
     res = data["results"]
+    modes = (("close", "new connections"), ("keepalive", "keep-alive"))
     rows, thr_rows, bal_rows = [], [], []
-    gr_failed, gr_restarts, peer_failed, mem_ok = 0, 0, [], True
-    gr_mem = []
+    gr_failed = {m: 0 for m, _ in modes}
+    gr_restarts, peer_failed, mem_ok, gr_mem = 0, [], True, []
+    slow = []
     for server, tools in res.items():
         for tool, r in tools.items():
-            w = r["wrk"]
-            times = r["rollout_s"]
-            steady, peak = r["steady_kib"], r["peak_kib"]
-            per_worker = steady / max(r["steady_workers"], 1)
-            # Steady state plus one worker (--max-surge 1); the sampled sum includes any
-            # process the tool keeps beside its workers (pm2's none; gunicorn's master).
-            bound = steady + per_worker
-            ok_mem = peak <= bound
             label = f"{server} under {tool}"
-            failed = w["close"]["failed"] + w["keepalive"]["failed"]
-            if tool == "graceful-run":
-                gr_failed += failed
-                gr_restarts += r["restarts"]
-                mem_ok = mem_ok and ok_mem
-                gr_mem.append(f"{server} {peak / MIB:.1f} MiB ≤ {bound / MIB:.1f}")
-            else:
-                peer_failed.append(f"{tool} {failed} in {r['restarts']}")
-
-            def fails(x):
-                parts = [f"{k} {x[k]}" for k in ("connect", "read", "write", "timeout", "non2xx")
-                         if x[k]]
-                return f"{x['failed']} of {x['requests']:,}" + (f" ({', '.join(parts)})"
-                                                               if parts else "")
-            rows.append([
-                label,
-                f"{r['restarts']}" + (f" (+{r['restart_failed_count']} failed)"
-                                      if r["restart_failed_count"] else "")
-                + f" in {r['load_seconds_used']:.0f} s",
-                fails(w["close"]), fails(w["keepalive"]),
-                f"{_med(times):.2f} s [{min(times):.2f}–{max(times):.2f}]" if times else "–",
-                f"{steady / MIB:.1f} MiB",
-                f"{peak / MIB:.1f} MiB (≤ {bound / MIB:.1f}: {'yes' if ok_mem else 'no'}), "
-                f"{r['max_processes']} processes at most",
-            ])
+            for mode, mode_label in modes:
+                m = r["modes"][mode]
+                w, times = m["wrk"], m["rollout_s"]
+                steady = max(m["steady_kib"], m["steady_after_kib"])
+                per_worker = m["steady_kib"] / max(m["steady_workers"], 1)
+                # The steady state (the larger of before and after the rollouts, so that the
+                # workers' own growth under minutes of load is not taken for the surge) plus
+                # one worker (--max-surge 1).
+                bound = steady + per_worker
+                ok_mem = m["peak_kib"] <= bound
+                if tool == "graceful-run":
+                    gr_failed[mode] += w["failed"]
+                    gr_restarts += m["restarts"]
+                    mem_ok = mem_ok and ok_mem
+                    gr_mem.append(f"{server} {mode_label} {m['peak_kib'] / MIB:.1f} MiB ≤ "
+                                  f"{bound / MIB:.1f}")
+                    if times and _med(times) > 5:
+                        slow.append((f"{server}, {mode_label}", _med(times)))
+                else:
+                    peer_failed.append(f"{tool} {w['failed']} in {m['restarts']} ({mode_label})")
+                parts = [f"{k} {w[k]}" for k in ("connect", "read", "write", "timeout", "non2xx")
+                         if w[k]]
+                rows.append([
+                    label, mode_label,
+                    f"{m['restarts']}" + (f" (+{m['restart_failed_count']} failed)"
+                                          if m["restart_failed_count"] else "")
+                    + f" in {m['load_seconds_used']:.0f} s",
+                    f"{w['failed']} of {w['requests']:,}"
+                    + (f" ({', '.join(parts)})" if parts else ""),
+                    f"{_med(times):.2f} s [{min(times):.2f}–{max(times):.2f}]" if times else "–",
+                    f"{m['steady_kib'] / MIB:.1f} / {m['steady_after_kib'] / MIB:.1f} MiB",
+                    f"{m['peak_kib'] / MIB:.1f} MiB (≤ {bound / MIB:.1f}: "
+                    f"{'yes' if ok_mem else 'no'}), {m['max_processes']} processes at most",
+                ])
             t1, t4 = r["throughput_1"], r["throughput_4"]
             thr_rows.append([label, f"{t1['keepalive']:,.0f}", f"{t4['keepalive']:,.0f}",
                              f"{t1['close']:,.0f}", f"{t4['close']:,.0f}"])
@@ -86,73 +89,62 @@ def workers_section(raw):
         "under gunicorn, `-k uvicorn.workers.UvicornWorker`), each answering its own pid, run "
         "as 4 workers: `graceful-run -w 4` (defaults: --max-surge 1, --max-unavailable 0, "
         "--handover steer, --ready auto), against `pm2 start -i 4` + `pm2 reload` for Node "
-        "and `gunicorn -w 4` + HUP for uvicorn, in the same run. Two wrk instances run at "
-        "once during the restarts (1 thread, 8 connections each, 5 s timeout): one sends "
-        "`Connection: close` (a new connection per request), one keeps its connections "
-        f"alive. graceful-run is asked for {data['restarts_asked']} rolling restarts "
-        f"(`ctl restart --wait` in a loop, at most {data['bound_s']:.0f} s), the baselines "
-        f"for {data['baseline_restarts_asked']} (at most {data['baseline_bound_s']:.0f} s: "
-        "each `pm2 reload` or HUP rollout takes seconds, and the figure must fit in a few "
-        "minutes); the table says how many ran. A failed request is anything wrk counts "
-        "as an error: connect, read, write, timeout, or a non-2xx answer. The rollout time "
-        "is `ctl restart --wait`'s, `pm2 reload`'s, and for gunicorn from HUP until none of "
-        "the old workers is left. Memory is VmRSS summed over every process below the tool "
-        "(graceful-run's workers; pm2's daemon's workers; gunicorn's workers), sampled every "
-        "20 ms: the steady state is the median over 3 s under the same load before the first "
-        "restart, the peak the largest sum during the restarts, and the target the steady "
-        "state plus one worker (the surge).\n\n"
+        "and `gunicorn -w 4` + HUP for uvicorn, in the same run. The restarts run under one "
+        "wrk load, then under the other (1 thread, 16 connections, 5 s timeout): first "
+        "`Connection: close` (a new connection per request), then keep-alive. graceful-run "
+        f"is asked for {data['restarts_asked']} rolling restarts under each load "
+        f"(`ctl restart --wait` in a loop, at most {data['bound_s'] * 0.6:.0f} s and "
+        f"{data['bound_s'] * 0.4:.0f} s), the baselines for {data['baseline_restarts_asked']} "
+        f"(at most {data['baseline_bound_s'] * 0.6:.0f} s and "
+        f"{data['baseline_bound_s'] * 0.4:.0f} s), so that the figure fits in minutes; the "
+        "table says how many ran. A failed request is anything wrk counts as an error: "
+        "connect, read, write, timeout, or a non-2xx answer. The rollout time is `ctl "
+        "restart --wait`'s, `pm2 reload`'s, and for gunicorn from HUP until none of the old "
+        "workers is left. Memory is VmRSS summed over every process below the tool "
+        "(graceful-run's workers; pm2's daemon's workers; gunicorn's master and workers), "
+        "sampled every 20 ms: the steady state is the median over 3 s under the same load "
+        "before the first restart and over 3 s after the last, the peak the largest sum "
+        "during the restarts, and the target the larger steady state plus one worker (the "
+        "surge).\n\n"
     )
-    md += _table(["server, tool", "rolling restarts", "failed, new connections",
-                  "failed, keep-alive", "rollout time, median [min–max]", "steady RSS",
+    md += _table(["server, tool", "load", "rolling restarts", "failed requests",
+                  "rollout time, median [min–max]", "steady RSS, before / after",
                   "peak RSS during the rollouts"], rows)
+    ka, nc = gr_failed["keepalive"], gr_failed["close"]
+    if ka or slow:
+        drain_timeouts = sum(
+            sum("still busy after --drain-timeout" in line for line in tools["graceful-run"]
+                .get("log", []))
+            for tools in res.values() if "graceful-run" in tools)
+        md += (
+            f"\n**Keep-alive load.** Under graceful-run, {nc} requests failed on new "
+            f"connections and {ka} on keep-alive connections. wrk sends a keep-alive "
+            "connection's next request the moment the previous answer arrives, and those "
+            "connections stay with the old worker after the steering change (steering moves "
+            "new connections only), so the old worker's connections are busy at nearly every "
+            "look and its drain lasts until a look happens to fall between two requests on "
+            "every connection, or until --drain-timeout (30 s) runs out (graceful-run logged "
+            f"'still busy after --drain-timeout' {drain_timeouts} times). "
+            + ("That is what makes these rollouts slow: "
+               + ", ".join(f"{what} {t:.0f} s" for what, t in slow) + " at the median. "
+               if slow else "")
+            + "When the stop signal comes, what is in flight can be cut: Node's default on "
+            "TERM is to exit at once, uvicorn's shutdown closes each keep-alive connection "
+            "after its answer, and wrk, which may have sent the next request on it already "
+            "and never retries, counts a read error (HTTP/1.1 lets a client retry an "
+            "idempotent request on a keep-alive connection the server closed, and browsers "
+            "and proxies do). Losing nothing there needs the server to answer its last "
+            "request with `Connection: close` before exiting, which graceful-run cannot do "
+            "from outside.\n"
+        )
     md += (
         "\n**Throughput** (requests per second, wrk alone, 16 connections, 1 thread, "
-        "no restart), at 1 and at 4 workers. The machine has 2 cores, shared with wrk itself "
-        "and with other work, so 4 workers cannot be 4 times faster here:\n\n"
+        "no restart, 4 s each), at 1 and at 4 workers. The machine has 2 cores, shared with "
+        "wrk itself and with other work, so 4 workers cannot be 4 times faster here, and "
+        "other helpers' load moves these numbers most of all:\n\n"
     )
     md += _table(["server, tool", "keep-alive, 1 worker", "keep-alive, 4 workers",
                   "new connections, 1 worker", "new connections, 4 workers"], thr_rows)
-    gr_runs = [(server, tools["graceful-run"]) for server, tools in res.items()
-               if "graceful-run" in tools]
-    ka = sum(r["wrk"]["keepalive"]["failed"] for _, r in gr_runs)
-    nc = sum(r["wrk"]["close"]["failed"] for _, r in gr_runs)
-    slow = [(server, r) for server, r in gr_runs if r["rollout_s"] and _med(r["rollout_s"]) > 5]
-    if ka or slow:
-        md += (
-            "\n**Why the targets are missed.** "
-            f"Under graceful-run, {nc} requests failed on new connections and {ka} on "
-            "keep-alive connections. wrk sends a keep-alive connection's next request the "
-            "moment the previous answer arrives, and those connections stay with the old "
-            "worker after the steering change (steering moves new connections only), so "
-            "the old worker's connections are busy at nearly every look and its drain lasts "
-            "until a look happens to fall between two requests on every connection, or "
-            "until --drain-timeout (30 s) runs out. That is what makes these rollouts last "
-            + ", ".join(f"{_med(r['rollout_s']):.0f} s ({server})" for server, r in slow)
-            + " at the median instead of the 1 s (Node) and 2.2 s (uvicorn) that a trial of "
-            "the same script measured at load average 9, and why fewer than "
-            f"{data['restarts_asked']} fit in the time bound. Then the stop signal cuts "
-            "what is in flight: Node's default on TERM is to exit at once, uvicorn's "
-            "shutdown closes each keep-alive connection after its answer, and wrk, which "
-            "has already sent the next request on it and never retries, counts a read error "
-            "(HTTP/1.1 lets a client retry an idempotent request on a keep-alive "
-            "connection the server closed, and browsers and proxies do). The baselines lose "
-            "more, new connections included for gunicorn. Losing nothing here needs the "
-            "server to answer its last request with `Connection: close` before exiting, "
-            "which graceful-run cannot do from outside.\n"
-        )
-    over = [(server, r) for server, r in gr_runs
-            if r["peak_kib"] > r["steady_kib"] * (1 + 1 / max(r["steady_workers"], 1))]
-    if over:
-        md += (
-            "\n**Peak memory.** "
-            + "; ".join(f"{server}: at most {r['max_processes']} worker processes alive at "
-                        f"once (4 + the surge of 1)" for server, r in over)
-            + ": the rollout never stacked workers, so the peak above the steady state plus "
-            "one worker is the workers' own growth over minutes of load (Node's heap grows "
-            "under wrk), against a steady state sampled in the first 3 s of that load. "
-            "bench/workers.py should sample the steady state again after the rollouts "
-            "(not done in this run).\n"
-        )
     uv = res.get("uvicorn", {}).get("graceful-run")
     if uv and uv["throughput_1"]["keepalive"] < uv["throughput_1"]["close"] / 2:
         md += (
@@ -181,12 +173,17 @@ def workers_section(raw):
     md += (
         f"\nRun: {data['date']}, load average {' '.join(load[0])} before and "
         f"{' '.join(load[1])} after (1, 5, 15 min), on the 2 cores shared with other "
-        "helpers' builds and tests: throughput and rollout times move with that load; "
-        "failed requests and memory much less.\n"
+        "helpers' builds and tests: throughput and rollout times move with that load (a "
+        "loaded machine also makes graceful-run's looks in /proc slower, and the drain "
+        "longer); failed requests and memory much less.\n"
     )
     summary = [
-        (f"12. failed requests, rolling restarts of 4 workers (Node, uvicorn)", "0",
-         f"{gr_failed} ({gr_restarts} rollouts)", ", ".join(peer_failed), _verdict(gr_failed == 0)),
+        ("12. failed requests, rolling restarts of 4 workers, new connections (Node, uvicorn)",
+         "0", f"{nc}", ", ".join(p for p in peer_failed if "new conn" in p),
+         _verdict(nc == 0)),
+        ("12. failed requests, rolling restarts of 4 workers, keep-alive (Node, uvicorn)",
+         "0", f"{ka} ({gr_restarts} rollouts in all)",
+         ", ".join(p for p in peer_failed if "keep-alive" in p), _verdict(ka == 0)),
         ("12. peak RSS during rollouts", "≤ steady + 1 worker", "; ".join(gr_mem), "",
          _verdict(mem_ok)),
     ]
@@ -233,7 +230,9 @@ def triggers_section(raw):
     for r in idle["rows"]:
         per = f"{r['switches'] / r['events']:.1f}" if r["events"] else "–"
         irows.append([r["name"], r["expected"], str(r["switches"]), per,
+                      str(r.get("switches_live_threads", r["switches"])),
                       f"{r['cpu_ns'] / 1e6:.2f} ms", str(r["ticks"])])
+    health = next((r for r in idle["rows"] if r["name"].startswith("health-http, default")), None)
     per_min = lambda r: (r["cpu_ns"] - base["cpu_ns"]) / 1e6 * 60 / window
     md = "## 13. Restart triggers: time to act, and what they cost idle\n\n"
     md += (
@@ -251,21 +250,33 @@ def triggers_section(raw):
                   "within expected + 1 s"], rows)
     md += (
         f"\n**Idle cost.** One graceful-run per flag set, each with the idle server, side by "
-        f"side for one window of {window:.0f} s: context switches summed over all of "
-        "graceful-run's threads (each wakeup is at least one; figure 3 counts them the same "
-        "way) and CPU time from `/proc/PID/task/*/schedstat` (ns), with /proc/PID/stat's "
-        "utime+stime ticks (10 ms) beside it. The expected count is the number of events "
-        "the flag implies; each event costs a few switches (a health check connects, "
-        "writes, reads and closes).\n\n"
+        f"side for one window of {window:.0f} s: context switches and CPU time (task-clock) "
+        "of graceful-run, every thread counted, from `perf stat -p` (graceful-run runs some "
+        "looks in /proc on a short-lived thread, which figure 3's way, summing "
+        "`/proc/PID/task/*/status` at both ends, cannot see: its count is beside), and "
+        "/proc/PID/stat's utime+stime ticks (10 ms, exited threads included). The expected "
+        "count is the number of events the flag implies; each event costs a few switches "
+        "(a health check connects, writes, reads and closes).\n\n"
     )
-    md += _table(["flags", "expected events in the window", "context switches",
-                  "switches per event", "CPU time", "ticks"], irows)
+    md += _table(["flags", "expected events in the window", "context switches (perf)",
+                  "switches per event", "switches of the threads alive at both ends",
+                  "CPU time (perf)", "ticks"], irows)
     md += (
         f"\n**Memory sampling cost**: with `--max-memory` set, graceful-run used "
         f"{per_min(mem):.2f} ms of CPU per minute more than with no flag "
         f"({per_min(mem4):.2f} ms with 4 workers, each sampled on its own), reading "
         "smaps_rollup once a second.\n"
     )
+    dog = next((r for r in idle["rows"] if r["name"].startswith("watchdog")), None)
+    if dog and dog["events"] and dog["switches"] / dog["events"] > 8:
+        md += (
+            f"\n**The watchdog costs more than it should**: {dog['switches']} context switches "
+            f"and {dog['cpu_ns'] / 1e6:.1f} ms of CPU for {dog['events']:.0f} `WATCHDOG=1` "
+            f"pings ({dog['switches'] / dog['events']:.0f} switches and "
+            f"{dog['cpu_ns'] / 1e6 / dog['events']:.1f} ms per ping), against about "
+            f"{health['switches'] / max(health['events'], 1):.0f} switches per health check: "
+            "each ping seems to do far more than read one datagram and re-arm a timer.\n"
+        )
     md += (
         f"\nRun: {data['date']}, load average {' '.join(data['loadavg_start'])} before and "
         f"{' '.join(data.get('loadavg_end', ['?'] * 3))} after (1, 5, 15 min), on 2 cores "
@@ -273,7 +284,6 @@ def triggers_section(raw):
         "CPU (the new Python generation's start most of all); the idle counts do not depend "
         "on the load (a sleeping process is not woken by others).\n"
     )
-    health = next((r for r in idle["rows"] if r["name"].startswith("health-http, default")), None)
     summary = [
         ("13. trigger → new generation serving (health, memory, watchdog, lifetime)",
          "period + start, ≤ +1 s",

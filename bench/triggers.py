@@ -147,11 +147,14 @@ def wait_new_pid(port, old, deadline_s=30):
     raise RuntimeError("no new generation answered")
 
 
-def decision_time(inst, since):
-    """When graceful-run logged that it replaces the generation, after `since`."""
+DECISION = {"health": "unhealthy", "memory": "over --max-memory", "watchdog": "no WATCHDOG=1",
+            "lifetime": "served its --max-lifetime"}
+
+
+def decision_time(inst, since, name):
+    """When graceful-run logged that it replaces the generation for `name`, after `since`."""
     for t, line in list(inst.lines):
-        if t >= since and ("replac" in line or "lifetime" in line or "watchdog" in line
-                           or "memory" in line or "unhealthy" in line):
+        if t >= since and DECISION[name] in line:
             return t, line
     return None, None
 
@@ -181,7 +184,7 @@ def trigger_runs(gr, server_py, repeats):
                 else:
                     t0 = first_seen  # the lifetime counts from the generation's start
                 t1, pid = wait_new_pid(port, pid)
-                td, line = decision_time(inst, t0)
+                td, line = decision_time(inst, t0, name)
                 rows.append({"to_serving_ms": (t1 - t0) * 1e3,
                              "decision_ms": (td - t0) * 1e3 if td else None,
                              "decision_to_serving_ms": (t1 - td) * 1e3 if td else None,
@@ -243,6 +246,15 @@ def idle_runs(gr, server_py, seconds):
         for *_, inst in insts:
             serving_pid(port=inst.port)
         time.sleep(2)  # starting up is not idleness
+        # perf counts every thread, those that graceful-run starts and ends during the window
+        # too (a /proc look runs on a short-lived thread); /proc/PID/task/* sees only the
+        # threads alive at each end, and /proc/PID/stat's ticks are 10 ms.
+        perfs = []
+        if shutil.which("perf"):
+            perfs = [subprocess.Popen(["perf", "stat", "-x,", "-e", "context-switches,task-clock",
+                                       "-p", str(i.proc.pid), "--", "sleep", str(seconds)],
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                      text=True) for *_, i in insts]
         before = [(switches(i.proc.pid), cpu_ns(i.proc.pid), cpu_ticks(i.proc.pid))
                   for *_, i in insts]
         t0 = time.monotonic()
@@ -251,14 +263,32 @@ def idle_runs(gr, server_py, seconds):
         window = time.monotonic() - t0
         after = [(switches(i.proc.pid), cpu_ns(i.proc.pid), cpu_ticks(i.proc.pid))
                  for *_, i in insts]
+        perf_counts = []
+        for p in perfs:
+            counts = {}
+            for line in p.communicate()[1].splitlines():
+                f = line.split(",")
+                if len(f) > 2 and f[2] in ("context-switches", "task-clock"):
+                    try:
+                        counts[f[2]] = float(f[0])
+                    except ValueError:  # <not counted>: nothing ran
+                        counts[f[2]] = 0.0
+            perf_counts.append(counts)
     finally:
         for *_, inst in insts:
             inst.stop()
     rows = []
-    for (name, flags, expected, events, _), b, a in zip(insts, before, after):
-        rows.append({"name": name, "flags": flags, "expected": expected, "events": events,
-                     "switches": a[0] - b[0], "cpu_ns": a[1] - b[1], "ticks": a[2] - b[2]})
-    return {"window_s": window, "rows": rows}
+    for k, ((name, flags, expected, events, _), b, a) in enumerate(zip(insts, before, after)):
+        row = {"name": name, "flags": flags, "expected": expected, "events": events,
+               "switches_live_threads": a[0] - b[0], "cpu_ns_live_threads": a[1] - b[1],
+               "ticks": a[2] - b[2]}
+        if perfs:
+            row["switches"] = int(perf_counts[k].get("context-switches", 0))
+            row["cpu_ns"] = int(perf_counts[k].get("task-clock", 0) * 1e6)
+        else:
+            row["switches"], row["cpu_ns"] = row["switches_live_threads"], row["cpu_ns_live_threads"]
+        rows.append(row)
+    return {"window_s": window, "rows": rows, "perf": bool(perfs)}
 
 
 def main():

@@ -214,7 +214,18 @@ def balance(port, requests=800, keepalive_conns=32):
 
 # ----- the tools ----------------------------------------------------------------------------
 
-class GracefulRun:
+class Tool:
+    errlog = None
+
+    def log_lines(self):
+        try:
+            with open(self.errlog.name) as f:
+                return f.read().splitlines()[-200:]
+        except (OSError, AttributeError):
+            return []
+
+
+class GracefulRun(Tool):
     name = "graceful-run"
 
     def __init__(self, args, server, port, workers, tmp):
@@ -253,7 +264,7 @@ class GracefulRun:
         self.errlog.close()
 
 
-class Gunicorn:
+class Gunicorn(Tool):
     name = "gunicorn"
 
     def __init__(self, args, app_dir, port, workers, tmp):
@@ -296,7 +307,7 @@ class Gunicorn:
         self.errlog.close()
 
 
-class Pm2:
+class Pm2(Tool):
     name = "pm2"
 
     def __init__(self, args, app, port, workers, tmp):
@@ -337,8 +348,44 @@ class Pm2:
 
 # ----- one measurement ----------------------------------------------------------------------
 
+def rollouts(t, port, mode, restarts, bound_s, tmp):
+    """Rolling restarts under one wrk load (16 connections, new or kept alive), with the
+    summed RSS of the workers sampled before (3 s), during, and after them (3 s)."""
+    r = {}
+    sampler = Sampler(t.workers)
+    sampler.start()
+    load = wrk(port, int(bound_s) + 20, mode == "close", 16, tmp)
+    time.sleep(3)  # the steady state under the same load
+    sampler.phase = "rollout"
+    times, failures = [], []
+    t0 = time.monotonic()
+    while len(times) + len(failures) < restarts and time.monotonic() - t0 < bound_s:
+        a = time.monotonic()
+        ok, why = t.restart()
+        (times if ok else failures).append(time.monotonic() - a if ok else why)
+    r["load_seconds_used"] = time.monotonic() - t0
+    during = list(sampler.rollout)
+    sampler.rollout, sampler.phase = [], "after"  # "rollout" now collects the after samples
+    time.sleep(3)
+    after = list(sampler.rollout)
+    sampler.stop_flag.set()
+    load.send_signal(signal.SIGINT)  # end the load now rather than at its bound
+    out = load.communicate()[0]
+    r["wrk"], r["wrk_output"] = parse_wrk(out), out
+    r["restarts"], r["restart_failures"] = len(times), failures[:5]
+    r["restart_failed_count"], r["rollout_s"] = len(failures), times
+    steady = [x for x, _ in sampler.steady]
+    r["steady_kib"] = statistics.median(steady) if steady else 0
+    r["steady_workers"] = statistics.median([n for _, n in sampler.steady]) if steady else 0
+    r["steady_after_kib"] = statistics.median([x for x, _ in after]) if after else 0
+    r["peak_kib"] = max(x for x, _ in during) if during else 0
+    r["max_processes"] = max((n for _, n in during), default=0)
+    return r
+
+
 def measure(label, start, restarts, bound_s, tmp, throughput_s):
-    """Throughput at 1 and 4 workers, balance, then restarts under two wrk loads."""
+    """Throughput at 1 and 4 workers, balance, then rolling restarts under new-connection
+    load and, separately, under keep-alive load."""
     result = {}
     port = free_port()
     t = start(port, 1)
@@ -351,41 +398,14 @@ def measure(label, start, restarts, bound_s, tmp, throughput_s):
     try:
         result["throughput_4"] = throughput(port, throughput_s, tmp)
         result["balance"] = balance(port)
-        sampler = Sampler(t.workers)
-        sampler.start()
-        load_s = int(bound_s) + 10
-        loads = {"close": wrk(port, load_s, True, 8, tmp),
-                 "keepalive": wrk(port, load_s, False, 8, tmp)}
-        time.sleep(3)  # the steady state under the same load
-        sampler.phase = "rollout"
-        times, failures = [], []
-        t0 = time.monotonic()
-        while len(times) + len(failures) < restarts and time.monotonic() - t0 < bound_s:
-            a = time.monotonic()
-            ok, why = t.restart()
-            (times if ok else failures).append(time.monotonic() - a if ok else why)
-        result["load_seconds_used"] = time.monotonic() - t0
-        sampler.phase = "after"  # anything later is neither steady nor rollout
-        sampler.stop_flag.set()
-        for p in loads.values():  # end the load now rather than at its bound
-            p.send_signal(signal.SIGINT)
-        outputs = {k: p.communicate()[0] for k, p in loads.items()}
-        result["wrk"] = {k: parse_wrk(text) for k, text in outputs.items()}
-        result["wrk_output"] = outputs
-        result["restarts"] = len(times)
-        result["restart_failures"] = failures[:5]
-        result["restart_failed_count"] = len(failures)
-        result["rollout_s"] = times
-        steady = [s for s, _ in sampler.steady]
-        roll = [s for s, _ in sampler.rollout]
-        result["steady_kib"] = statistics.median(steady) if steady else 0
-        result["steady_workers"] = statistics.median([n for _, n in sampler.steady]) if steady else 0
-        result["peak_kib"] = max(roll) if roll else 0
-        result["max_processes"] = sampler.max_count
+        result["modes"] = {}
+        for mode, share in (("close", 0.6), ("keepalive", 0.4)):
+            result["modes"][mode] = rollouts(t, port, mode, restarts, bound_s * share, tmp)
+            log(f"{label}, {mode}: {result['modes'][mode]['restarts']} restarts, "
+                f"{result['modes'][mode]['wrk']['failed']} failed")
     finally:
         t.stop()
-    log(f"{label}: {result.get('restarts')} restarts, failed "
-        f"{ {k: v['failed'] for k, v in result.get('wrk', {}).items()} }")
+        result["log"] = t.log_lines()
     return result
 
 
