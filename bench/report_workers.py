@@ -58,7 +58,7 @@ def workers_section(raw):
                     gr_mem.append(f"{server} {mode_label} {m['peak_kib'] / MIB:.1f} MiB ≤ "
                                   f"{bound / MIB:.1f}")
                     if times and _med(times) > 5:
-                        slow.append((f"{server}, {mode_label}", _med(times)))
+                        slow.append((server, mode, _med(times)))
                 else:
                     peer_failed.append(f"{tool} {w['failed']} in {m['restarts']} ({mode_label})")
                 parts = [f"{k} {w[k]}" for k in ("connect", "read", "write", "timeout", "non2xx")
@@ -126,8 +126,9 @@ def workers_section(raw):
             "every connection, or until --drain-timeout (30 s) runs out (graceful-run logged "
             f"'still busy after --drain-timeout' {drain_timeouts} times). "
             + ("That is what makes these rollouts slow: "
-               + ", ".join(f"{what} {t:.0f} s" for what, t in slow) + " at the median. "
-               if slow else "")
+               + ", ".join(f"{srv} {t:.0f} s" for srv, mode, t in slow if mode == "keepalive")
+               + " at the median. "
+               if any(mode == "keepalive" for _, mode, _ in slow) else "")
             + "When the stop signal comes, what is in flight can be cut: Node's default on "
             "TERM is to exit at once, uvicorn's shutdown closes each keep-alive connection "
             "after its answer, and wrk, which may have sent the next request on it already "
@@ -136,6 +137,25 @@ def workers_section(raw):
             "and proxies do). Losing nothing there needs the server to answer its last "
             "request with `Connection: close` before exiting, which graceful-run cannot do "
             "from outside.\n"
+        )
+    slow_close = [(srv, t) for srv, mode, t in slow if mode == "close"]
+    if slow_close:
+        def count(srv, text):
+            return sum(text in line for line in res[srv]["graceful-run"].get("log", []))
+        md += (
+            "\n**Slow rollouts under new connections**: "
+            + "; ".join(
+                f"{srv} {t:.0f} s at the median, graceful-run logging 'a look at its "
+                f"processes in /proc took longer than 200ms' {count(srv, 'took longer than')} "
+                f"times and 'not waiting for connections ... 5s after it started' "
+                f"{count(srv, 'not waiting for connections')} times"
+                for srv, t in slow_close)
+            + " (over both loads). On the loaded machine a new worker takes seconds to reach "
+            "its accept loop (uvicorn's Python imports), and the looks in /proc that "
+            "`--ready auto` uses to see it waiting time out and are retried with a backoff; "
+            "each of the 4 workers of a rollout waits for that in turn (--max-surge 1). The "
+            "second warning suggests a server that binds its own port, which uvicorn does "
+            "not do here: it was only slow.\n"
         )
     md += (
         "\n**Throughput** (requests per second, wrk alone, 16 connections, 1 thread, "
