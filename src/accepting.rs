@@ -33,7 +33,9 @@
 //! Reading another process's syscall and memory takes ptrace access: root, or the same user
 //! as an ancestor under Yama's `ptrace_scope` 1. Without it the poll/select and accept ways
 //! are not seen (epoll still is, through fdinfo, which needs the same access: so in effect
-//! graceful-run must be root or the command's user). A process that is not dumpable (a
+//! graceful-run must be root or the command's user; root without CAP_DAC_READ_SEARCH and
+//! CAP_SYS_PTRACE, as in the shipped systemd unit, reads a `--user` command's files as that
+//! user, see `proc_owner.rs`, and then sees the epoll and accept ways). A process that is not dumpable (a
 //! setuid or file-capability binary, or one that called `PR_SET_DUMPABLE 0`) hides its /proc
 //! files even from its own user: a graceful-run that is not root cannot see it at all. [`look`]
 //! says so as a [`Blind`] value, which tells why and what to use instead (READY=1, or a
@@ -386,6 +388,13 @@ fn search_tree(
 /// Removes from `missing` the inodes that `pid` waits on. A process that vanishes meanwhile
 /// waits on nothing; only a refusal to read its /proc files is an error.
 fn check_process(pid: i32, missing: &mut Vec<u64>) -> io::Result<()> {
+    // Another user's process, read as that user when root lacks the capabilities
+    // (`proc_owner`); only the first read (its fd list) can be refused, before `missing`
+    // changes.
+    crate::proc_owner::read(pid, || check_process_as_is(pid, missing))
+}
+
+fn check_process_as_is(pid: i32, missing: &mut Vec<u64>) -> io::Result<()> {
     let fds = match open_fds(pid, missing) {
         Ok(fds) => fds,
         Err(e) if e.kind() == io::ErrorKind::PermissionDenied => return Err(e),

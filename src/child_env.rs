@@ -4,12 +4,15 @@
 //! does not get (a stale LISTEN_PIDFDID makes libsystemd drop the sockets; a stale
 //! LISTEN_FDS_FIRST_FD sends Rust's listenfd to the wrong fds): LISTEN_FDS, LISTEN_PID,
 //! LISTEN_FDNAMES, LISTEN_PIDFDID, LISTEN_FDS_FIRST_FD, NOTIFY_SOCKET (graceful-run's own
-//! channel to its supervisor), SERVER_STARTER_*, EINHORN_*, and graceful-run's own
+//! channel to its supervisor), WATCHDOG_USEC and WATCHDOG_PID (systemd's watchdog of
+//! graceful-run itself: a child that pinged it would ping a socket it does not have),
+//! SERVER_STARTER_*, EINHORN_*, and graceful-run's own
 //! configuration GRACEFUL_RUN_* (so a nested graceful-run does not pick it up).
 //!
 //! Added per generation: LISTEN_FDS and LISTEN_FDNAMES when there are sockets (LISTEN_PID is
 //! written by `spawn` in the child itself), the generation's NOTIFY_SOCKET with
-//! `--ready notify`, and the `--compat` variables. With `--user`: HOME, USER and LOGNAME from
+//! `--ready notify`, and the `--compat` variables. WATCHDOG_USEC (`--watchdog`) is added by the
+//! executor with the NOTIFY_SOCKET it goes with, WATCHDOG_PID by `spawn`. With `--user`: HOME, USER and LOGNAME from
 //! the password database, as systemd's `User=` and gosu do.
 
 use std::ffi::OsString;
@@ -27,6 +30,8 @@ fn is_stripped(key: &[u8]) -> bool {
         b"LISTEN_PIDFDID",
         b"LISTEN_FDS_FIRST_FD",
         b"NOTIFY_SOCKET",
+        b"WATCHDOG_USEC",
+        b"WATCHDOG_PID",
     ];
     const PREFIXES: &[&[u8]] = &[b"GRACEFUL_RUN_", b"SERVER_STARTER_", b"EINHORN_"];
     EXACT.contains(&key) || PREFIXES.iter().any(|prefix| key.starts_with(prefix))
@@ -163,6 +168,8 @@ mod tests {
             "LISTEN_PIDFDID=77",
             "LISTEN_FDS_FIRST_FD=7",
             "NOTIFY_SOCKET=/run/systemd/notify",
+            "WATCHDOG_USEC=30000000",
+            "WATCHDOG_PID=1",
             "GRACEFUL_RUN_LISTEN=8080",
             "SERVER_STARTER_PORT=80=3",
             "EINHORN_FDS=3",

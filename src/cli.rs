@@ -285,9 +285,10 @@ pub struct Cli {
     /// After a handover (--handover steer), the old generation keeps running: it accepts the
     /// connections still queued on its own listener, and graceful-run watches, from outside,
     /// until that queue is empty, no handshake toward it is still in flight, and none of its
-    /// connections is busy (unread or unsent bytes, a request waiting for its response, or
-    /// accepted moments ago with nothing received yet; an idle keep-alive connection is not
-    /// busy), at most this long. Then the stop signal, --stop-timeout and SIGKILL follow as
+    /// connections is busy (unread or unsent bytes, a request waiting for its response,
+    /// accepted moments ago with nothing received yet, or data sent less than 500 ms ago, as
+    /// between the pieces of a streamed response; an idle keep-alive connection is not busy),
+    /// at most this long. Then the stop signal, --stop-timeout and SIGKILL follow as
     /// usual. A stop waits the same way after --drain-delay, for at most half of
     /// --stop-timeout (and at most this long): that wait counts against --stop-timeout, so
     /// that the whole stop still fits in --drain-delay + --stop-timeout and a server still
@@ -351,9 +352,14 @@ pub struct Cli {
     /// Each worker runs the command on the same sockets with its own LISTEN_PID and
     /// NOTIFY_SOCKET, and GRACEFUL_RUN_WORKER=i (0 to N-1) and GRACEFUL_RUN_GENERATION. A restart
     /// replaces them one by one (see --max-surge and --max-unavailable); a worker that crashes
-    /// is replaced alone. `auto` counts, once at start, the CPUs graceful-run may run on: its
-    /// affinity mask (taskset, cpuset) and its cgroup's CPU quota (cpu.max, or cpu.cfs_quota_us
-    /// under cgroup v1), rounded up, at least 1. At most 1024.
+    /// is replaced alone, as --restart-policy and --max-restarts say for each worker (with the
+    /// default `never`, the others serve on without it). `ctl scale N` and SIGTTIN/SIGTTOU
+    /// change the count at run time. A stop drains and stops all of them within the one
+    /// budget; graceful-run then exits with the status of the first worker, in index order,
+    /// that did not exit 0 (its code, or its signal), else 0. `auto` counts, once at start,
+    /// the CPUs graceful-run may run on: its affinity mask (taskset, cpuset) and its cgroup's
+    /// CPU quota (cpu.max, or cpu.cfs_quota_us under cgroup v1), rounded up, at least 1. At
+    /// most 1024.
     #[arg(
         short = 'w',
         long,

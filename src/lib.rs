@@ -53,6 +53,7 @@ pub mod observe;
 pub mod pid_file;
 pub mod policy;
 pub mod private_dir;
+pub mod proc_owner;
 pub mod process;
 pub mod random;
 pub mod reaper;

@@ -178,21 +178,29 @@ fn format_line(level: Level, subject: Subject, message: fmt::Arguments<'_>) -> S
 
 fn text_line(level: Level, subject: Subject, message: fmt::Arguments<'_>) -> String {
     let mut line = String::from("graceful-run: ");
-    if let Some(generation) = subject.generation {
-        let _ = write!(line, "gen {generation}");
-        if let Some(worker) = subject.worker {
-            let _ = write!(line, " worker {worker}");
+    match (subject.generation, subject.worker) {
+        (Some(generation), Some(worker)) => {
+            let _ = write!(line, "gen {generation} worker {worker}");
         }
+        (Some(generation), None) => {
+            let _ = write!(line, "gen {generation}");
+        }
+        // A worker's slot between two processes (a crash backoff): its index alone.
+        (None, Some(worker)) => {
+            let _ = write!(line, "worker {worker}");
+        }
+        (None, None) => {}
     }
-    match (subject.generation, subject.pid) {
-        (Some(_), Some(pid)) => {
+    let named = subject.generation.is_some() || subject.worker.is_some();
+    match (named, subject.pid) {
+        (true, Some(pid)) => {
             let _ = write!(line, " (pid {pid}): ");
         }
-        (Some(_), None) => line.push_str(": "),
-        (None, Some(pid)) => {
+        (true, None) => line.push_str(": "),
+        (false, Some(pid)) => {
             let _ = write!(line, "pid {pid}: ");
         }
-        _ => {}
+        (false, None) => {}
     }
     if matches!(level, Level::Error | Level::Warn) {
         line.push_str(level.name());

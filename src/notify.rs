@@ -473,6 +473,39 @@ impl NotifySocket {
         }
     }
 
+    /// A message already queued on the socket, read at once, without waiting for the reactor
+    /// to say the socket is readable (it may not have looked since the datagram came).
+    /// The executor drains these before it hands a timer's expiry to the core: a `WATCHDOG=1`
+    /// queued by the time the watchdog's deadline is judged came in time. STATUS is
+    /// rate-limited as in `poll_message`; a flush timer it arms is registered by the next
+    /// `poll_message`, which the executor's loop always makes.
+    pub fn try_message(&self) -> Option<Message> {
+        let mut book = self
+            .book
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        loop {
+            let received = receive(self.fd.get_ref().as_raw_fd(), &self.allowed_uids)
+                .map(|datagram| self.unless_stranger(datagram));
+            match received {
+                Ok(Datagram::Message(mut message)) => {
+                    if let Some(status) = message.get("STATUS").map(str::to_string)
+                        && !book.statuses.note(&status, Instant::now())
+                    {
+                        message.fields.retain(|(key, _)| key != "STATUS");
+                        if message.fields.is_empty() {
+                            continue;
+                        }
+                    }
+                    return Some(message);
+                }
+                Ok(Datagram::Ignored(reason)) => book.warnings.note(self.generation, &reason),
+                // EAGAIN: nothing queued. Another error: nothing readable now either.
+                Err(_) => return None,
+            }
+        }
+    }
+
     /// A message passes only if its sender belongs to the generation.
     fn unless_stranger(&self, datagram: Datagram) -> Datagram {
         let Datagram::Message(message) = datagram else {
@@ -751,6 +784,24 @@ mod tests {
             tree: false,
         };
         assert_eq!(own_group.check(me), Ok(()), "a member of the group");
+    }
+
+    /// The drain before a timer's expiry: a datagram that is queued is read even though the
+    /// reactor has not looked at the socket since (no await between the send and the read).
+    #[tokio::test]
+    async fn a_queued_datagram_is_taken_without_the_reactor() {
+        let dir = NotifyDir::create(None).unwrap();
+        let mut socket = dir.bind(5, &[me()]).unwrap();
+        socket.accept_from(this_process());
+        assert!(socket.try_message().is_none(), "nothing queued yet");
+        let client = Upstream::new(OsStr::new(socket.address())).unwrap();
+        client.send("WATCHDOG=1").unwrap();
+        client.send("WATCHDOG=1\nSTATUS=still here").unwrap();
+        let first = socket.try_message().expect("the first datagram");
+        assert!(first.is_set("WATCHDOG"));
+        let second = socket.try_message().expect("the second datagram");
+        assert_eq!(second.get("STATUS"), Some("still here"));
+        assert!(socket.try_message().is_none(), "both taken");
     }
 
     #[tokio::test]

@@ -9,7 +9,7 @@
 //!    subreaper), as `accepting` finds them. [`processes_of`].
 //! 2. The sockets they hold: every `socket:[INODE]` link in `/proc/PID/fd`. Root or the
 //!    processes' own user may read them (ptrace read access); root without the capabilities
-//!    for that reads them as their user (see `socket_inodes`). [`observe`].
+//!    for that reads them as their user (`proc_owner`). [`observe`].
 //! 3. Those sockets' state: one `sock_diag` dump per address family of the TCP connections
 //!    whose local port is a listener's port (filtered in the kernel), joined by inode. No
 //!    privilege needed. A connection accepted from graceful-run's listener has that port as
@@ -26,10 +26,15 @@
 //!   (`tcpi_last_data_recv` < `tcpi_last_data_sent`, both "ms ago"): a request waits for
 //!   its response,
 //! - or it was just accepted and has received nothing yet, for a short grace: the client's
-//!   request may be on its way.
+//!   request may be on its way,
+//! - or it sent data less than [`RECENT_SEND`] (500 ms) ago (`tcpi_last_data_sent`): a response
+//!   sent in pieces (streamed, or its head and body written apart) has sent after it last
+//!   received between its pieces, exactly as an idle keep-alive connection has; only the
+//!   time since its last piece tells them apart. A stream that pauses for longer than that
+//!   between pieces is still seen idle in the pause: TCP says no more.
 //!
-//! It is **idle** when it sent after it last received (an idle keep-alive connection waiting
-//! for the next request), when it received nothing for longer than the grace (a client that
+//! It is **idle** when it sent after it last received, longer than that ago (an idle
+//! keep-alive connection waiting for the next request), when it received nothing for longer than the grace (a client that
 //! connected and never spoke, or a server-first protocol waiting for the client), or when the
 //! server already closed its side.
 //!
@@ -87,6 +92,8 @@ pub enum Busy {
     JustAccepted,
     /// The last data each way moved in the same clock tick, less than the grace ago.
     SameTick,
+    /// Sent data less than [`RECENT_SEND`] ago: a response may be on its way in pieces.
+    RecentlySent,
     /// The kernel gave no tcp_info for it: counted busy, to be safe.
     Unknown,
 }
@@ -114,7 +121,7 @@ impl Activity {
     }
 
     /// A short name for logs and `ctl status`: `unread`, `unsent`, `awaiting-response`,
-    /// `just-accepted`, `same-tick`, `unknown`, `keep-alive`, `silent`, `closed`.
+    /// `just-accepted`, `same-tick`, `recently-sent`, `unknown`, `keep-alive`, `silent`, `closed`.
     pub fn reason(self) -> &'static str {
         match self {
             Activity::Busy(Busy::Unread(_)) => "unread",
@@ -122,6 +129,7 @@ impl Activity {
             Activity::Busy(Busy::AwaitingResponse) => "awaiting-response",
             Activity::Busy(Busy::JustAccepted) => "just-accepted",
             Activity::Busy(Busy::SameTick) => "same-tick",
+            Activity::Busy(Busy::RecentlySent) => "recently-sent",
             Activity::Busy(Busy::Unknown) => "unknown",
             Activity::Idle(Idle::KeepAlive) => "keep-alive",
             Activity::Idle(Idle::Silent) => "silent",
@@ -133,6 +141,12 @@ impl Activity {
 /// The grace [`classify`] gives a connection that was just accepted, or whose last exchange
 /// fell in one clock tick, before calling it idle.
 pub const DEFAULT_GRACE: Duration = Duration::from_millis(500);
+
+/// A connection that sent data less than this ago is busy (`recently-sent`): a response in
+/// pieces has sent after it last received between them, as an idle keep-alive connection
+/// has. Long enough for the pauses of a streamed response or of a head and body written
+/// apart; what it costs is that a drain or a stop waits this long after the last response.
+pub const RECENT_SEND: Duration = Duration::from_millis(500);
 
 /// Busy or idle, from what sock_diag tells of one connection (see the module doc).
 pub fn classify(socket: &Socket, grace: Duration) -> Activity {
@@ -172,6 +186,9 @@ pub fn classify(socket: &Socket, grace: Duration) -> Activity {
     }
     if info.last_data_recv_ms == info.last_data_sent_ms && info.last_data_recv_ms < grace_ms {
         return Activity::Busy(Busy::SameTick);
+    }
+    if u128::from(info.last_data_sent_ms) < RECENT_SEND.as_millis() {
+        return Activity::Busy(Busy::RecentlySent);
     }
     Activity::Idle(Idle::KeepAlive)
 }
@@ -240,25 +257,10 @@ pub fn processes_of(scope: Scope) -> Vec<i32> {
     found
 }
 
-/// The socket inodes `pid` holds. A process that is gone holds none.
-///
-/// Root without CAP_DAC_READ_SEARCH and CAP_SYS_PTRACE (the shipped systemd unit keeps
-/// neither) may not list another user's `/proc/PID/fd` (the directory is its owner's, mode
-/// 0500) nor read its links (ptrace read access). It then reads them as the process's owner:
-/// this thread's filesystem ids set to the process's uid and gid (`setfsuid`, `setfsgid`),
-/// which both checks use, and put back before returning. CAP_SETUID and CAP_SETGID allow it,
-/// and `--user` needs them anyway. That is less privilege, not more: the kernel's own rules
-/// for that user apply.
+/// The socket inodes `pid` holds. A process that is gone holds none. Another user's are read
+/// as that user when root lacks the capabilities to read them (`proc_owner`).
 fn socket_inodes(pid: i32, into: &mut HashSet<u64>) -> io::Result<()> {
-    match read_socket_inodes(pid, into) {
-        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
-            let Some((uid, gid)) = owner(pid) else {
-                return Err(e);
-            };
-            as_owner(uid, gid, || read_socket_inodes(pid, into)).unwrap_or(Err(e))
-        }
-        other => other,
-    }
+    crate::proc_owner::read(pid, || read_socket_inodes(pid, into))
 }
 
 fn read_socket_inodes(pid: i32, into: &mut HashSet<u64>) -> io::Result<()> {
@@ -284,44 +286,27 @@ fn read_socket_inodes(pid: i32, into: &mut HashSet<u64>) -> io::Result<()> {
     Ok(())
 }
 
-/// `pid`'s uid and gid, when its real, effective and saved ids are each the same (the kernel
-/// compares them all to the filesystem ids of whoever reads its fds).
-fn owner(pid: i32) -> Option<(u32, u32)> {
-    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let ids = |key: &str| -> Option<u32> {
-        let line = status.lines().find_map(|l| l.strip_prefix(key))?;
-        let ids: Vec<u32> = line
-            .split_whitespace()
-            .take(3)
-            .map(|id| id.parse().ok())
-            .collect::<Option<_>>()?;
-        (ids.len() == 3 && ids.iter().all(|&id| id == ids[0])).then_some(ids[0])
-    };
-    Some((ids("Uid:")?, ids("Gid:")?))
-}
-
-/// Runs `read` with this thread's filesystem uid and gid set to `uid` and `gid`, then puts
-/// them back; None when they cannot be set (no CAP_SETUID or CAP_SETGID). setfsuid(2) and
-/// setfsgid(2) report no error: a second call returns the id in force, which says whether the
-/// first one took.
-fn as_owner<T>(uid: u32, gid: u32, read: impl FnOnce() -> T) -> Option<T> {
-    use nix::unistd::{Gid, Uid, setfsgid, setfsuid};
-    let (uid, gid) = (Uid::from_raw(uid), Gid::from_raw(gid));
-    let old_gid = setfsgid(gid);
-    if setfsgid(gid) != gid {
-        setfsgid(old_gid);
+/// A TCP listening socket that `scope`'s processes hold and graceful-run did not give them
+/// (`ours`, the inodes of the listeners it passed): the command binds a port itself, where
+/// it should take graceful-run's from LISTEN_FDS. For the diagnosis of a generation that is
+/// never ready; looked for only then (a LISTEN dump per address family, cheap: the kernel
+/// walks only its listening sockets).
+pub fn own_listener(scope: Scope, ours: &[u64]) -> Option<SocketAddr> {
+    let mut inodes = HashSet::new();
+    for pid in processes_of(scope) {
+        // One that may not be read is passed over: this is a hint, not a verdict.
+        let _ = socket_inodes(pid, &mut inodes);
+    }
+    inodes.retain(|inode| !ours.contains(inode));
+    if inodes.is_empty() {
         return None;
     }
-    let old_uid = setfsuid(uid);
-    if setfsuid(uid) != uid {
-        setfsuid(old_uid);
-        setfsgid(old_gid);
-        return None;
-    }
-    let result = read();
-    setfsuid(old_uid);
-    setfsgid(old_gid);
-    Some(result)
+    [AddressFamily::Inet, AddressFamily::Inet6]
+        .into_iter()
+        .filter_map(|family| sock_diag::dump(family, States::LISTEN, &[]).ok())
+        .flatten()
+        .find(|s| s.state == TcpState::Listen && inodes.contains(&s.inode))
+        .map(|s| s.local)
 }
 
 /// The connections that `pids` hold whose local port is one of `listeners`' ports,
@@ -574,9 +559,14 @@ mod tests {
                 connection(0, 0, info(20, 100, 40, 80)),
                 busy(Busy::AwaitingResponse),
             ),
-            // Answered: keep-alive.
+            // Answered, or between two pieces of a response: busy while it sent recently...
             (
                 connection(0, 0, info(20, 100, 80, 40)),
+                busy(Busy::RecentlySent),
+            ),
+            // ...then an idle keep-alive connection.
+            (
+                connection(0, 0, info(20, 100, 900, 600)),
                 idle(Idle::KeepAlive),
             ),
             (connection(0, 0, info(20, 100, 8, 8)), busy(Busy::SameTick)),

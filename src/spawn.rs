@@ -41,7 +41,8 @@
 //!    graceful-run holding the sockets. The death signal fires when the *thread* that
 //!    forked exits: graceful-run forks only from its one runtime thread, which lives as long
 //!    as the process.
-//! 7. The `LISTEN_PID` digits are written into the slot prepared before fork.
+//! 7. The `LISTEN_PID` (and, with `--watchdog`, `WATCHDOG_PID`) digits are written into the
+//!    slots prepared before fork.
 //! 8. The signal mask is emptied and `execve` runs. A signal that arrived since fork was held
 //!    pending and now acts with its default disposition, as it would on the exec'd program.
 //!
@@ -87,6 +88,10 @@ pub struct Plan<'a> {
     pub env: Vec<OsString>,
     /// Add `LISTEN_PID=<the child's pid>`.
     pub listen_pid: bool,
+    /// Add `WATCHDOG_PID=<the child's pid>` (`--watchdog`): systemd names the main process
+    /// the watchdog expects pings from, and sd_watchdog_enabled(3) ignores WATCHDOG_USEC when
+    /// WATCHDOG_PID is another process's.
+    pub watchdog_pid: bool,
     /// fds to place at 3, 4, ... in this order.
     pub fds: &'a [RawFd],
     pub new_process_group: bool,
@@ -260,7 +265,8 @@ fn check_executable(candidate: &Path) -> Result<(), LookupError> {
 }
 
 const LISTEN_PID_PREFIX: &[u8] = b"LISTEN_PID=";
-/// Room for the prefix, the ten digits of any pid and the NUL.
+const WATCHDOG_PID_PREFIX: &[u8] = b"WATCHDOG_PID=";
+/// Room for the longer prefix, the ten digits of any pid and the NUL.
 const LISTEN_PID_SLOT: usize = 32;
 
 /// C strings and pointer arrays for execve, all allocated before fork.
@@ -270,6 +276,27 @@ struct ExecArrays {
     envp: Vec<*const c_char>,
     /// The heap slot `LISTEN_PID=` + digits; owned here, pointed to from `envp`.
     listen_pid_slot: Option<*mut u8>,
+    /// The same for `WATCHDOG_PID=`.
+    watchdog_pid_slot: Option<*mut u8>,
+}
+
+/// A heap slot `PREFIX` + room for the digits, pointed to from `envp`; freed by
+/// [`free_slot`].
+fn pid_slot(prefix: &[u8], envp: &mut Vec<*const c_char>) -> *mut u8 {
+    let mut slot = Box::new([0u8; LISTEN_PID_SLOT]);
+    slot[..prefix.len()].copy_from_slice(prefix);
+    let raw = Box::into_raw(slot).cast::<u8>();
+    envp.push(raw.cast_const().cast::<c_char>());
+    raw
+}
+
+/// Frees a slot of [`pid_slot`].
+///
+/// # Safety
+/// `raw` came from `pid_slot` and is freed only once.
+unsafe fn free_slot(raw: *mut u8) {
+    // SAFETY: `raw` came from Box::into_raw of a [u8; LISTEN_PID_SLOT] (the caller's promise).
+    drop(unsafe { Box::from_raw(raw.cast::<[u8; LISTEN_PID_SLOT]>()) });
 }
 
 impl ExecArrays {
@@ -284,19 +311,18 @@ impl ExecArrays {
             storage.push(c);
         }
         argv.push(std::ptr::null());
-        let mut envp = Vec::with_capacity(plan.env.len() + 2);
+        let mut envp = Vec::with_capacity(plan.env.len() + 3);
         for entry in &plan.env {
             let c = to_c(entry)?;
             envp.push(c.as_ptr());
             storage.push(c);
         }
-        let listen_pid_slot = plan.listen_pid.then(|| {
-            let mut slot = Box::new([0u8; LISTEN_PID_SLOT]);
-            slot[..LISTEN_PID_PREFIX.len()].copy_from_slice(LISTEN_PID_PREFIX);
-            let raw = Box::into_raw(slot).cast::<u8>();
-            envp.push(raw.cast_const().cast::<c_char>());
-            raw
-        });
+        let listen_pid_slot = plan
+            .listen_pid
+            .then(|| pid_slot(LISTEN_PID_PREFIX, &mut envp));
+        let watchdog_pid_slot = plan
+            .watchdog_pid
+            .then(|| pid_slot(WATCHDOG_PID_PREFIX, &mut envp));
         envp.push(std::ptr::null());
         Ok((
             executable,
@@ -305,6 +331,7 @@ impl ExecArrays {
                 argv,
                 envp,
                 listen_pid_slot,
+                watchdog_pid_slot,
             },
         ))
     }
@@ -312,10 +339,12 @@ impl ExecArrays {
 
 impl Drop for ExecArrays {
     fn drop(&mut self) {
-        if let Some(raw) = self.listen_pid_slot.take() {
-            // SAFETY: `raw` came from Box::into_raw of a [u8; LISTEN_PID_SLOT] in `new` and is
-            // freed only here, once.
-            drop(unsafe { Box::from_raw(raw.cast::<[u8; LISTEN_PID_SLOT]>()) });
+        for raw in [self.listen_pid_slot.take(), self.watchdog_pid_slot.take()]
+            .into_iter()
+            .flatten()
+        {
+            // SAFETY: `raw` came from pid_slot in `new` and is freed only here, once (take()).
+            unsafe { free_slot(raw) };
         }
     }
 }
@@ -353,6 +382,7 @@ pub fn spawn(plan: &Plan) -> Result<Pid, SpawnError> {
             argv: arrays.argv.as_ptr(),
             envp: arrays.envp.as_ptr(),
             listen_pid_slot: arrays.listen_pid_slot,
+            watchdog_pid_slot: arrays.watchdog_pid_slot,
             fds: &mut fds,
             new_process_group: plan.new_process_group,
             terminal: plan.terminal,
@@ -417,6 +447,7 @@ struct ChildSetup<'a> {
     argv: *const *const c_char,
     envp: *const *const c_char,
     listen_pid_slot: Option<*mut u8>,
+    watchdog_pid_slot: Option<*mut u8>,
     fds: &'a mut [c_int],
     new_process_group: bool,
     terminal: Option<RawFd>,
@@ -487,6 +518,10 @@ impl ChildSetup<'_> {
             }
             if let Some(slot) = self.listen_pid_slot {
                 write_decimal(libc::getpid() as u32, slot.add(LISTEN_PID_PREFIX.len()));
+            }
+            // The same digits: systemd's WATCHDOG_PID is the main process, this one.
+            if let Some(slot) = self.watchdog_pid_slot {
+                write_decimal(libc::getpid() as u32, slot.add(WATCHDOG_PID_PREFIX.len()));
             }
             let mut empty: libc::sigset_t = std::mem::zeroed();
             libc::sigemptyset(&mut empty);

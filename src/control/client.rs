@@ -79,7 +79,7 @@ enum Action {
     /// highest ones beyond N are drained and stopped
     Scale {
         /// How many workers
-        #[arg(value_name = "N", value_parser = parse_workers)]
+        #[arg(value_name = "N", value_parser = parse_workers, allow_negative_numbers = true)]
         workers: u32,
     },
 }

@@ -206,6 +206,9 @@ pub struct ListenerStatus {
     pub address: String,
     /// Its LISTEN_FDNAMES name.
     pub name: String,
+    /// None when each generation gets a listener of its own and new connections are steered
+    /// (`--handover steer`); else why every generation shares this one.
+    pub shared_because: Option<String>,
 }
 
 /// What `graceful-run ctl status` shows.
@@ -386,6 +389,12 @@ impl StatusReport {
         }
         for l in &self.listeners {
             let _ = write!(out, "\nfd {}: {} (name {})", l.fd, l.address, l.name);
+            match &l.shared_because {
+                None => out.push_str(", steered"),
+                Some(why) => {
+                    let _ = write!(out, ", shared: {}", crate::text::escape_controls(why));
+                }
+            }
         }
         out
     }
@@ -439,6 +448,13 @@ impl StatusReport {
             push_json_string_or_null(&mut out, Some(&l.address));
             out.push_str(",\"name\":");
             push_json_string_or_null(&mut out, Some(&l.name));
+            let handover = if l.shared_because.is_some() {
+                "shared"
+            } else {
+                "steer"
+            };
+            let _ = write!(out, ",\"handover\":\"{handover}\",\"shared_because\":");
+            push_json_string_or_null(&mut out, l.shared_because.as_deref());
             out.push('}');
         }
         out.push_str("]}");
@@ -518,6 +534,7 @@ mod tests {
                 fd: 3,
                 address: "tcp://0.0.0.0:8080".into(),
                 name: "web \"main\"".into(),
+                shared_because: None,
             }],
             restarts: 3,
             last_exit: Some("gen 2 exited with status 1".into()),
@@ -581,7 +598,7 @@ mod tests {
             "graceful-run pid 1, up 1h 2m, 3 restarts, last exit: gen 2 exited with status 1\n\
              gen 3 (pid 412): ready for 2m 5s (ready by READY=1), status: serving \\u{1b}[2J3 workers\n\
              gen 4 (pid 530): starting for under 1s\n\
-             fd 3: tcp://0.0.0.0:8080 (name web \"main\")"
+             fd 3: tcp://0.0.0.0:8080 (name web \"main\"), steered"
         );
     }
 
@@ -602,7 +619,7 @@ mod tests {
              \"healthy\":null,\"memory_bytes\":null,\"queue\":null,\"busy\":null,\
              \"idle\":null}],\
              \"listeners\":[{\"fd\":3,\"address\":\"tcp://0.0.0.0:8080\",\
-             \"name\":\"web \\\"main\\\"\"}]}"
+             \"name\":\"web \\\"main\\\"\",\"handover\":\"steer\",\"shared_because\":null}]}"
         );
     }
 

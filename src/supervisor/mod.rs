@@ -144,6 +144,7 @@ pub fn settings(
         reaper,
         job_control,
         stream_listeners,
+        stream_names: Vec::new(),
         main_pid: std::process::id() as i32,
         log_level: config.log_level,
     }
@@ -179,13 +180,21 @@ impl<'a> Supervisor<'a> {
             _ => None,
         };
         let triggers = triggers::Triggers::new(setup.watch, probe);
-        let core = Core::new(settings(
+        let mut core_settings = settings(
             setup.config,
             setup.reaper,
             job_control,
             stream_listeners,
             steering.enabled(),
-        ));
+        );
+        core_settings.stream_names = setup
+            .listeners
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| l.is_stream())
+            .map(|(i, l)| format!("{} (fd {})", l.bound, 3 + i))
+            .collect();
+        let core = Core::new(core_settings);
         let io = Executor {
             cfg: setup.config,
             listeners: setup.listeners,
@@ -272,9 +281,24 @@ impl Executor<'_> {
             Wake::Signal(received) => self.on_signal(received),
             Wake::Notify(worker, message) => self.on_notify(worker, message),
             Wake::Control(client, request) => self.on_control(client, request),
-            Wake::Timer => Some(Event::Timer),
+            Wake::Timer => match self.queued_notify() {
+                // Before the core judges a deadline: a datagram already queued came before it
+                // (select! picks among ready branches at random, and the reactor may not have
+                // looked at the socket yet). The timer stays armed and fires again at once
+                // if the core still wants it.
+                Some((worker, message)) => self.on_notify(worker, message),
+                None => Some(Event::Timer),
+            },
             Wake::Trigger(event) => Some(event),
         }
+    }
+
+    /// A datagram already queued on any worker's NOTIFY_SOCKET.
+    fn queued_notify(&self) -> Option<(WorkerId, Message)> {
+        self.held.iter().find_map(|(worker, held)| {
+            let message = held.notify.as_ref()?.try_message()?;
+            Some((*worker, message))
+        })
     }
 
     fn on_signal(&mut self, received: Received) -> Option<Event> {
@@ -395,6 +419,12 @@ impl Executor<'_> {
                 fd: 3 + i as i32,
                 address: l.bound.to_string(),
                 name: l.fd_name().to_string(),
+                shared_because: match (&l.bound, self.cfg.handover) {
+                    (crate::listen::Bound::Tcp(_), crate::cli::Handover::Shared) => {
+                        Some("--handover shared".to_string())
+                    }
+                    _ => self.steering.shared_because(self.listeners, i),
+                },
             })
             .collect();
         let t = snapshot.triggered;
@@ -491,10 +521,27 @@ impl Executor<'_> {
                 worker,
                 pgid,
                 member,
+                diagnose,
             } => {
                 let (missing, blind) = self.probe(Pid::from_raw(pgid), member);
                 let _ = worker;
-                Answer::Probed { missing, blind }
+                let itself = (diagnose && !missing.is_empty())
+                    .then(|| {
+                        let scope = steering::scope(self.cfg.process_group, pgid);
+                        let ours: Vec<u64> = self
+                            .steering
+                            .stream_inodes(self.listeners, member)
+                            .into_iter()
+                            .map(|(inode, _)| inode)
+                            .collect();
+                        crate::observe::own_listener(scope, &ours)
+                    })
+                    .flatten();
+                Answer::Probed {
+                    missing,
+                    blind,
+                    itself,
+                }
             }
             Question::Observe {
                 worker,
@@ -561,14 +608,22 @@ impl Executor<'_> {
                 }
             },
         };
-        let env = self.env.for_generation(
+        let mut env = self.env.for_generation(
             self.listeners,
             generation,
             slot,
             socket.as_ref().map(NotifySocket::address),
             &self.cfg.compat,
         );
-        let fds = self.steering.fds(self.listeners, member).map_err(|e| {
+        // --watchdog, as systemd's WatchdogSec: the period here, the pid written by spawn.
+        let watchdog = self.cfg.policy.watchdog.filter(|_| socket.is_some());
+        if let Some(period) = watchdog {
+            env.push(crate::spawn::env_entry(
+                "WATCHDOG_USEC",
+                period.as_micros().to_string(),
+            ));
+        }
+        let (fds, shared) = self.steering.fds(self.listeners, member).map_err(|e| {
             error!(
                 Subject::NONE,
                 "gen {generation}: cannot open a listener of its own: {e}"
@@ -581,6 +636,7 @@ impl Executor<'_> {
             argv: &self.cfg.command,
             env,
             listen_pid: self.cfg.listen_pid && !fds.is_empty(),
+            watchdog_pid: watchdog.is_some(),
             fds: &fds,
             new_process_group: self.cfg.process_group,
             terminal,
@@ -620,6 +676,7 @@ impl Executor<'_> {
             pid: pid.as_raw(),
             executable: executable.display().to_string(),
             notify_failed,
+            shared,
         })
     }
 
@@ -706,6 +763,7 @@ impl Executor<'_> {
             argv: &argv,
             env: self.env.for_hook(extra),
             listen_pid: false,
+            watchdog_pid: false,
             fds: &[],
             new_process_group,
             terminal: None,
@@ -739,6 +797,7 @@ impl Executor<'_> {
             argv: &argv,
             env: self.env.for_hook(&extra),
             listen_pid: false,
+            watchdog_pid: false,
             fds: &[],
             new_process_group: true,
             terminal: None,
@@ -885,6 +944,10 @@ impl driver::World for Executor<'_> {
             }
             // The dispatch loop keeps the exit.
             Action::Exit(_) => {}
+        }
+        // Found by the look at a spawn or a steering change: told after that one's answer.
+        if let Some(what) = self.steering.take_strangers() {
+            answers.push(Event::Strangers { what });
         }
     }
 }

@@ -9,8 +9,13 @@
 //!
 //! - each slot has at most one worker in its role and one incoming, and an incoming one only
 //!   beside a serving one;
-//! - workers alive never exceed `--workers` + `--max-surge` (counting only processes the core
-//!   can account for: not ones that survived SIGKILL, nor ones it cannot see);
+//! - workers alive never exceed the current count (`--workers`, `ctl scale`, SIGTTIN/SIGTTOU)
+//!   plus `--max-surge`, or the number alive when the count last went down, while those drain
+//!   (counting only processes the core can account for: not ones that survived SIGKILL, nor
+//!   ones it cannot see);
+//! - the core itself never takes the ready workers below the count − `--max-unavailable`
+//!   once that many were ready (rollouts, scaling, ready and restart events; crashes and
+//!   triggers may);
 //! - every armed deadline is in the future;
 //! - no main process is signalled after it was reaped, and no process group after a check
 //!   said it was empty (the answer counts from the moment it was given, so a signal later in
@@ -77,15 +82,19 @@ enum Op {
     Orphan,
     HookExit,
     Ctl(u8),
+    /// `ctl scale` with a count, bad ones included.
+    Scale(u8),
     /// A --health-http probe's end, a WATCHDOG=1, a file change.
     Checked(u8, bool),
     Ping(u8),
     Changed,
+    /// Another program of the same user joins the steered listener's reuseport group.
+    Stranger,
 }
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        3 => (0u8..10, 0u8..6).prop_map(|(s, o)| Op::Signal(s, o)),
+        3 => (0u8..12, 0u8..6).prop_map(|(s, o)| Op::Signal(s, o)),
         4 => Just(Op::Timer),
         2 => (1u16..3000).prop_map(Op::Advance),
         4 => (0u8..8).prop_map(Op::Ready),
@@ -95,9 +104,11 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::Orphan),
         1 => Just(Op::HookExit),
         1 => (0u8..4).prop_map(Op::Ctl),
+        1 => (0u8..7).prop_map(Op::Scale),
         1 => (0u8..8, any::<bool>()).prop_map(|(w, ok)| Op::Checked(w, ok)),
         1 => (0u8..8).prop_map(Op::Ping),
         1 => Just(Op::Changed),
+        1 => Just(Op::Stranger),
     ]
 }
 
@@ -151,6 +162,19 @@ struct Sim {
     members: Vec<Option<WorkerId>>,
     /// Where new connections go, as last told.
     spread: Option<Vec<u32>>,
+    /// A stranger's index in the kernel's array (it joined at the end, after `members`);
+    /// whether the executor found it (at a spawn or a steering change) and the core was told.
+    stranger: Option<usize>,
+    stranger_found: bool,
+    stranger_untold: bool,
+    core_knows_stranger: bool,
+    /// Workers alive when the count last went down, less those gone since: they may exceed
+    /// the new count + the surge while they drain.
+    excess: usize,
+    /// The count as last seen.
+    slots: u32,
+    /// More than one worker ran at some point (scaled up).
+    several: bool,
 }
 
 impl World for Sim {
@@ -161,6 +185,9 @@ impl World for Sim {
     fn feeding(&mut self, event: &Event) {
         if self.trace {
             eprintln!("> {event:?}");
+        }
+        if matches!(event, Event::Strangers { .. }) {
+            self.core_knows_stranger = true;
         }
         if let Event::Reaped { pid, status } = *event
             && crate::reaper::decode(status)
@@ -252,11 +279,26 @@ impl World for Sim {
                 }
             }
             Action::Steer { members } => {
+                // The executor looks for strangers before it steers.
+                self.find_stranger();
+                let mut members = members;
+                if self.stranger_found {
+                    // As the executor: a member not made is not steered to.
+                    members.retain(|m| (*m as usize) < self.members.len());
+                    if members.is_empty() {
+                        members.push(0);
+                    }
+                }
                 for m in &members {
                     assert!(
                         (*m as usize) < self.members.len(),
                         "steered to member {m} of {}",
                         self.members.len()
+                    );
+                    // graceful-run's members are all before the stranger in the array.
+                    assert!(
+                        self.stranger.is_none_or(|at| (*m as usize) < at),
+                        "steered to member {m}, the stranger's index"
                     );
                 }
                 self.spread = Some(members);
@@ -267,6 +309,12 @@ impl World for Sim {
             | Action::StopSelf
             | Action::Release { .. }
             | Action::CloseListeners => {}
+        }
+        // As the executor: the strangers found, told after the action's own answer.
+        if std::mem::take(&mut self.stranger_untold) {
+            answers.push(Event::Strangers {
+                what: "another program listens on 127.0.0.1:8080".into(),
+            });
         }
     }
 }
@@ -300,7 +348,24 @@ impl Sim {
                 Vec::new()
             },
             spread: None,
+            stranger: None,
+            stranger_found: false,
+            stranger_untold: false,
+            core_knows_stranger: false,
+            excess: 0,
+            slots: 0,
+            several: false,
         }
+    }
+
+    /// What the executor does at a spawn with a member and before steering: a stranger in the
+    /// array is found (the core is told once, after the action, see `perform`).
+    fn find_stranger(&mut self) -> bool {
+        if self.stranger.is_some() && !self.stranger_found {
+            self.stranger_found = true;
+            self.stranger_untold = true;
+        }
+        self.stranger_found
     }
 
     fn check(&mut self, core: &Core) {
@@ -347,10 +412,17 @@ impl Sim {
                 "incoming without a serving one: {snapshot:?}"
             );
         }
-        let cap = (s.workers + s.policy.max_surge) as usize;
+        let alive = self.alive_workers();
+        if snapshot.slots < self.slots {
+            self.excess = self.excess.max(alive);
+        }
+        self.excess = self.excess.min(alive);
+        self.slots = snapshot.slots;
+        self.several |= snapshot.slots > 1;
+        let cap = ((snapshot.slots + s.policy.max_surge) as usize).max(self.excess);
         if snapshot.phase != Phase::Stopping && snapshot.phase != Phase::Done {
             assert!(
-                self.alive_workers() <= cap,
+                alive <= cap,
                 "{} workers alive, over {cap}: {snapshot:?}",
                 self.alive_workers()
             );
@@ -361,14 +433,17 @@ impl Sim {
         // New connections go to the serving workers' members, or with none serving, to the
         // starting ones'.
         if s.steering && !matches!(snapshot.phase, Phase::Stopping | Phase::Done) {
+            // A worker without a member after strangers were found shares member 0's socket.
+            let shared = self.core_knows_stranger.then_some(0);
             let members = |role: Role| {
                 let mut members: Vec<u32> = snapshot
                     .workers
                     .iter()
                     .filter(|w| w.role == role)
-                    .filter_map(|w| w.member)
+                    .filter_map(|w| w.member.or(shared))
                     .collect();
                 members.sort_unstable();
+                members.dedup();
                 members
             };
             let serving = members(Role::Serving);
@@ -411,6 +486,10 @@ impl Sim {
                 member,
                 ..
             } => {
+                // The executor gives the shared socket instead of a member once it found a
+                // stranger: a member made now would not get the index the core counts on.
+                let shared = member.is_some() && self.find_stranger();
+                let member = if shared { None } else { member };
                 if let Some(m) = member {
                     // The kernel's array: a new member joins at the end, and no member is
                     // given out while a process of its last holder may still hold it.
@@ -484,6 +563,7 @@ impl Sim {
                     random: self.rng.next(),
                     executable: "server".into(),
                     notify_failed: None,
+                    shared,
                 }))
             }
             Question::CheckGroup { pgid, .. } => {
@@ -516,7 +596,7 @@ impl Sim {
                     .any(|p| p.kind == Kind::Orphan && p.alive);
                 Answer::Leftovers { found }
             }
-            Question::Probe { .. } => {
+            Question::Probe { diagnose, .. } => {
                 let missing = if self.rng.chance(30) {
                     vec![]
                 } else {
@@ -530,6 +610,8 @@ impl Sim {
                             not_dumpable: false,
                         },
                     ),
+                    itself: (diagnose && self.rng.chance(50))
+                        .then(|| "0.0.0.0:8000".parse().expect("an address")),
                 }
             }
             Question::RunHook { .. } => Answer::HookStarted(if self.rng.chance(10) {
@@ -739,6 +821,8 @@ impl Harness {
                     sig(nix::libc::SIGQUIT),
                     sig(nix::libc::SIGWINCH),
                     Signal::from_raw(nix::libc::SIGRTMIN() + 3).expect("RTMIN+3 exists"),
+                    Signal::TTIN,
+                    Signal::TTOU,
                 ][s as usize];
                 let leaders = self.live_leaders();
                 let origin = match o {
@@ -874,6 +958,30 @@ impl Harness {
                 paths: vec!["src/main.rs".into()],
                 more: 0,
             }),
+            Op::Stranger => {
+                // It joins at the end of the kernel's array (once: one is enough to shift
+                // every index after it).
+                if self.sim.settings.steering && self.sim.stranger.is_none() {
+                    self.sim.stranger = Some(self.sim.members.len());
+                }
+            }
+            Op::Scale(k) => {
+                self.sim.ctl_clients += 1;
+                let client = self.sim.ctl_clients;
+                let workers = [0, 1, 2, 3, 4, 1, MAX_WORKERS + 1][k as usize];
+                let before = self.core.snapshot().slots;
+                self.feed(Event::Control {
+                    client,
+                    peer: Peer { pid: 9, uid: 0 },
+                    command: Command::Scale { workers },
+                });
+                let after = self.core.snapshot();
+                if (workers == 0 || workers > MAX_WORKERS)
+                    && !matches!(after.phase, Phase::Stopping | Phase::Done)
+                {
+                    assert_eq!(after.slots, before, "a bad count changed the count");
+                }
+            }
             Op::Ctl(kind) => {
                 self.sim.ctl_clients += 1;
                 let client = self.sim.ctl_clients;
@@ -890,6 +998,56 @@ impl Harness {
                 });
             }
         }
+    }
+
+    /// [`apply`](Self::apply), and checks that an op that neither kills a worker nor lets a
+    /// trigger act leaves at least min(ready before in the slots kept, count −
+    /// `--max-unavailable`) ready.
+    fn apply_checked(&mut self, op: &Op) {
+        let s = &self.sim.settings;
+        let triggers = s.health.is_some()
+            || s.policy.watchdog.is_some()
+            || s.max_memory.is_some()
+            || s.max_lifetime.is_some()
+            || s.watch.is_some();
+        let harmless = match *op {
+            // The restart signal (twice), SIGTTIN, SIGTTOU; none is mapped to a stop here.
+            Op::Signal(s, _) => matches!(s, 2 | 3 | 10 | 11),
+            Op::Ctl(kind) => kind < 2,
+            Op::Timer | Op::Advance(_) | Op::Ready(_) | Op::Status(_) | Op::Scale(_) => true,
+            _ => false,
+        };
+        // The slots of the ready workers.
+        let ready = |core: &Core| {
+            let snapshot = core.snapshot();
+            let serving: Vec<u32> = snapshot
+                .workers
+                .iter()
+                .filter(|w| w.role == Role::Serving)
+                .map(|w| w.slot)
+                .collect();
+            (snapshot.phase, snapshot.slots, serving)
+        };
+        let (_, _, before) = ready(&self.core);
+        let max_unavailable = s.max_unavailable as usize;
+        self.apply(op);
+        if triggers || !harmless || self.outcome.is_some() {
+            return;
+        }
+        let (phase, slots, after) = ready(&self.core);
+        if matches!(phase, Phase::Stopping | Phase::Done) {
+            return;
+        }
+        // A scale-down takes the highest slots, ready or not: only the ready ones it keeps
+        // count.
+        let kept = before.iter().filter(|slot| **slot < slots).count();
+        let floor = kept.min((slots as usize).saturating_sub(max_unavailable));
+        let after = after.len();
+        assert!(
+            after >= floor,
+            "{op:?} left {after} ready of {slots}, under {floor}: {:?}",
+            self.core.snapshot()
+        );
     }
 
     fn some_worker(&self, i: u8) -> Option<WorkerId> {
@@ -950,7 +1108,8 @@ impl Harness {
                 "ctl client {client} has no last reply"
             );
         }
-        if s.workers > 1 {
+        // With several workers the outcome is checked by the example-based tests.
+        if s.workers > 1 || self.sim.several {
             return;
         }
         let holder = self.sim.holders.get(&0).copied();
@@ -1132,7 +1291,7 @@ proptest! {
             if harness.outcome.is_some() {
                 break;
             }
-            harness.apply(op);
+            harness.apply_checked(op);
         }
         harness.finish();
     }

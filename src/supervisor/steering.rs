@@ -6,8 +6,9 @@
 //! in `listen/steer.rs`, the observation in `observe.rs`.
 //!
 //! Without steering (`--handover shared`, a kernel or sandbox that refuses the program, UDP
-//! and unix listeners, `,reuseport`) every worker gets the listener graceful-run bound, as
-//! before; the looks at a stopping worker still see its connections.
+//! and unix listeners, `,reuseport`, and once a stranger was found in a group) every worker
+//! gets the listener graceful-run bound, as before; the looks at a stopping worker still see
+//! its connections.
 
 use std::collections::HashMap;
 use std::io;
@@ -39,8 +40,13 @@ pub(super) struct Steering {
     /// The handshakes in flight at the last change of where connections go.
     snapshot: Vec<SynSnapshot>,
     watched: HashMap<WorkerId, Watched>,
-    /// A stranger in a group was reported (once).
-    strangers_reported: bool,
+    /// Listeners graceful-run did not create, found in a group (what they are): from then on
+    /// every worker gets the shared socket (see [`Steering::look_for_strangers`]).
+    strangers: Option<String>,
+    /// `strangers` is still to be told to the core ([`Steering::take_strangers`]).
+    strangers_untold: bool,
+    /// Why the TCP listeners without a group are not steered, for `ctl status`.
+    off_because: &'static str,
     /// Where new connections go, as last steered.
     spread: Vec<usize>,
     /// The first stream listener (the one `--health-http` probes), by fd order.
@@ -73,7 +79,9 @@ impl Steering {
             addresses,
             snapshot: Vec::new(),
             watched: HashMap::new(),
-            strangers_reported: false,
+            strangers: None,
+            strangers_untold: false,
+            off_because: "steering cannot be set up here (the log says why)",
             spread: Vec::new(),
             first_stream,
         })
@@ -86,9 +94,26 @@ impl Steering {
 
     /// The fds a worker gets, in order: `member` of each steered listener's group (made now
     /// when it is a new one; its O_NONBLOCK cleared, as no process holds a member the core
-    /// gives out), the shared socket of the others.
-    pub fn fds(&mut self, listeners: &Listeners, member: Option<u32>) -> io::Result<Vec<RawFd>> {
+    /// gives out), the shared socket of the others; and whether it got the shared sockets
+    /// instead of the member asked for (strangers are in a group: see
+    /// [`Steering::look_for_strangers`]).
+    pub fn fds(
+        &mut self,
+        listeners: &Listeners,
+        member: Option<u32>,
+    ) -> io::Result<(Vec<RawFd>, bool)> {
         let shared = listeners.raw_fds();
+        let mut member = member;
+        let mut instead = false;
+        if member.is_some() && self.enabled() {
+            // A handover's start: a stranger that joined since would take the index of the
+            // member made next.
+            self.look_for_strangers();
+            if self.strangers.is_some() {
+                member = None;
+                instead = true;
+            }
+        }
         let mut fds = Vec::with_capacity(shared.len());
         for (i, fd) in shared.into_iter().enumerate() {
             match (self.groups.get_mut(i).and_then(Option::as_mut), member) {
@@ -103,7 +128,69 @@ impl Steering {
                 _ => fds.push(fd),
             }
         }
-        Ok(fds)
+        Ok((fds, instead))
+    }
+
+    /// Looks, once per handover (at each spawn with a member and before each change of where
+    /// connections go, never while idle), for listeners on a group's address that
+    /// graceful-run did not create: a program of the same user that sets SO_REUSEPORT itself
+    /// joins the group (nothing stops it, see `listen/steer.rs`), at the end of the kernel's
+    /// array, so the member graceful-run makes next would not get the index it counts on and
+    /// the stranger would take its connections. Found once, for good: the core is told
+    /// ([`Steering::take_strangers`]) and gives later workers the shared socket. One
+    /// sock_diag dump of the listening sockets on the port per address family.
+    pub fn look_for_strangers(&mut self) {
+        if self.strangers.is_some() {
+            return;
+        }
+        for group in self.groups.iter().flatten() {
+            match group.strangers() {
+                Ok(strangers) if !strangers.is_empty() => {
+                    let named: Vec<String> = strangers
+                        .iter()
+                        .map(|s| format!("{} (socket inode {}, uid {})", s.local, s.inode, s.uid))
+                        .collect();
+                    self.strangers = Some(format!(
+                        "another program listens on {} in graceful-run's reuseport group (it set SO_REUSEPORT as the same user, and may take new connections): {}",
+                        group.address(),
+                        named.join(", ")
+                    ));
+                    self.strangers_untold = true;
+                    return;
+                }
+                Ok(_) => {}
+                Err(e) => debug!(
+                    Subject::NONE,
+                    "cannot list the listeners on {}: {e}",
+                    group.address()
+                ),
+            }
+        }
+    }
+
+    /// The strangers found, once: for [`core::Event::Strangers`].
+    pub fn take_strangers(&mut self) -> Option<String> {
+        if !self.strangers_untold {
+            return None;
+        }
+        self.strangers_untold = false;
+        self.strangers.clone()
+    }
+
+    /// How listener `i` is handed over, for `ctl status`: None when steered, else why every
+    /// generation shares it.
+    pub fn shared_because(&self, listeners: &Listeners, i: usize) -> Option<String> {
+        let listener = listeners.iter().nth(i)?;
+        match (&listener.bound, self.groups.get(i).and_then(Option::as_ref)) {
+            (Bound::Tcp(_), Some(_)) => self.strangers.clone(),
+            (Bound::Tcp(_), None) if listener.spec.reuseport => Some(
+                ",reuseport: other programs may join its group, so new connections cannot be steered"
+                    .to_string(),
+            ),
+            (Bound::Tcp(_), None) => Some(self.off_because.to_string()),
+            (Bound::Udp(_), _) => Some("UDP: a flow must stay on one process".to_string()),
+            _ => Some("a unix socket".to_string()),
+        }
     }
 
     /// The inode of each stream listener a worker on `member` gets, with its name for the log.
@@ -127,11 +214,21 @@ impl Steering {
 
     /// New connections to `members` from now on, on every steered listener.
     pub fn steer(&mut self, members: &[u32]) {
+        self.look_for_strangers();
         let members: Vec<usize> = members.iter().map(|m| *m as usize).collect();
-        let route = Route::over(&members);
         self.spread = members.clone();
         let mut snapshot = Vec::new();
         for group in self.groups.iter().flatten() {
+            let mut route = Route::over(&members);
+            if self.strangers.is_some() {
+                // A member the core counted on that was not made (its worker got the shared
+                // socket instead) is a stranger's index: those go to member 0 until the core,
+                // told, steers there itself.
+                route.spread.retain(|m| *m < group.len());
+                if route.spread.is_empty() {
+                    route.spread.push(0);
+                }
+            }
             if let Err(e) = group.steer(&route) {
                 warn!(
                     Subject::NONE,
@@ -143,17 +240,6 @@ impl Steering {
             match SynSnapshot::take(group.address()) {
                 Ok(taken) => snapshot.push(taken),
                 Err(e) => debug!(Subject::NONE, "cannot list handshakes in flight: {e}"),
-            }
-            if !self.strangers_reported
-                && let Ok(strangers) = group.strangers()
-                && !strangers.is_empty()
-            {
-                self.strangers_reported = true;
-                warn!(
-                    Subject::NONE,
-                    "another program listens on {} in graceful-run's reuseport group (it set SO_REUSEPORT as the same user): some new connections may reach it",
-                    group.address()
-                );
             }
         }
         debug!(

@@ -42,6 +42,7 @@ pub(super) fn settings() -> Settings {
         reaper: true,
         job_control: false,
         stream_listeners: true,
+        stream_names: vec!["tcp://127.0.0.1:8080 (fd 3)".into()],
         main_pid: 1000,
         log_level: crate::log::Level::Debug,
     }
@@ -131,6 +132,7 @@ impl World for Script {
                                 random: 0,
                                 executable: "server".into(),
                                 notify_failed: None,
+                                shared: false,
                             }))
                         }
                     },
@@ -146,6 +148,7 @@ impl World for Script {
                     Question::Probe { .. } => Answer::Probed {
                         missing: self.probes.pop_front().unwrap_or_default(),
                         blind: self.blinds.pop_front().flatten(),
+                        itself: None,
                     },
                     Question::Descends { .. } => Answer::Descends(self.descends),
                     Question::Observe { .. } => {
@@ -1537,6 +1540,31 @@ fn a_worker_that_stops_pinging_the_watchdog_is_replaced_and_killed() {
     assert_eq!(run.core.snapshot().triggered.watchdog, 1);
 }
 
+/// Its pings come on its NOTIFY_SOCKET: under --watchdog every worker gets one, whatever
+/// --ready says (with `--ready accepting` it would get none, and be found hung).
+#[test]
+fn under_the_watchdog_every_worker_gets_a_notify_socket() {
+    for ready in [Ready::Accepting, Ready::Auto, Ready::Notify] {
+        let mut s = settings();
+        s.policy.ready = ready;
+        s.policy.watchdog = Some(Duration::from_secs(2));
+        let mut run = Run::new(s);
+        run.w.pids.push_back(100);
+        let actions = run.step(Event::Start);
+        let needs: Vec<NotifyNeed> = actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Ask {
+                    question: Question::Spawn { notify, .. },
+                    ..
+                } => Some(*notify),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(needs, [NotifyNeed::Required], "{ready:?}");
+    }
+}
+
 #[test]
 fn a_hung_worker_is_killed_at_the_stop_timeout_if_its_replacement_is_not_ready() {
     let mut s = settings();
@@ -1572,6 +1600,31 @@ fn memory_over_the_limit_three_samples_in_a_row_replaces_the_worker() {
     let actions = sample(&mut run, 150);
     assert_eq!(spawns(&actions), [(2, false)]);
     assert_eq!(run.core.snapshot().workers[0].memory, Some(150 << 20));
+}
+
+/// A watch that fires again while the replacement it asked for starts is the same trigger:
+/// no second replacement, counted once.
+#[test]
+fn a_trigger_firing_again_while_its_replacement_starts_is_counted_once() {
+    let mut s = settings();
+    s.max_memory = Some(100 << 20);
+    let mut run = Run::started(s, 100);
+    run.ready(100);
+    let worker = run.worker(100);
+    run.w.pids.push_back(200);
+    let mut spawned = Vec::new();
+    for _ in 0..6 {
+        run.fire();
+        let actions = run.step(Event::Memory {
+            worker,
+            bytes: 150 << 20,
+        });
+        spawned.extend(spawns(&actions));
+    }
+    assert_eq!(spawned, [(2, false)]);
+    assert_eq!(run.core.snapshot().triggered.memory, 1);
+    run.ready(200);
+    assert_eq!(run.core.snapshot().triggered.memory, 1);
 }
 
 #[test]

@@ -310,6 +310,19 @@ fn every_bad_value_is_one_line_and_status_125() {
         (&["--max-memory", "512"], "--max-memory", "'512'"),
         (&["--max-lifetime", "0"], "--max-lifetime", "'0'"),
         (&["--max-lifetime", "-1h"], "--max-lifetime", "-1h"),
+        (
+            &["--health-cmd", "true", "--health-retries", "-1"],
+            "--health-retries",
+            "'-1'",
+        ),
+        (
+            &["--health-cmd", "true", "--health-timeout", "-1s"],
+            "--health-timeout",
+            "-1s",
+        ),
+        (&["--max-memory", "1.5.0G"], "--max-memory", "1.5.0G"),
+        (&["--max-memory", ""], "--max-memory", "''"),
+        (&["--watchdog", "soon"], "--watchdog", "soon"),
         // Development mode (issue 18).
         (&["--watch", "{tmp}/missing"], "--watch", "missing"),
         (&["--build", "make"], "--build", "make"),

@@ -198,6 +198,7 @@ fn report() -> StatusReport {
             fd: 3,
             address: "tcp://127.0.0.1:8080".into(),
             name: "http".into(),
+            shared_because: Some("--handover shared".into()),
         }],
         restarts: 1,
         last_exit: None,
@@ -226,7 +227,7 @@ fn status_as_text_and_as_json() {
         "{stdout}"
     );
     assert!(
-        stdout.contains("fd 3: tcp://127.0.0.1:8080 (name http)"),
+        stdout.contains("fd 3: tcp://127.0.0.1:8080 (name http), shared: --handover shared"),
         "{stdout}"
     );
 
@@ -241,13 +242,14 @@ fn status_as_text_and_as_json() {
     check.args([
         "-c",
         "import json, sys; r = json.loads(sys.argv[1]); \
-         print(r['generations'][1]['state'], r['listeners'][0]['fd'], r['last_exit'])",
+         print(r['generations'][1]['state'], r['listeners'][0]['fd'], r['last_exit'], \
+         r['listeners'][0]['handover'], r['listeners'][0]['shared_because'])",
         text(&output.stdout).trim_end(),
     ]);
     let parsed = run_to_end(check);
     assert_eq!(
         text(&parsed.stdout),
-        "starting 3 None\n",
+        "starting 3 None shared --handover shared\n",
         "{}",
         text(&parsed.stderr)
     );

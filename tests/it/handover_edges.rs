@@ -13,7 +13,7 @@ use nix::sys::socket::{AddressFamily, SockFlag, SockType, SockaddrIn, bind, sets
 use nix::sys::socket::{socket, sockopt};
 
 use crate::support::http::{self, Target};
-use crate::support::{DEADLINE, Gr, code, graceful_run_bin, http_server, run_to_end};
+use crate::support::{DEADLINE, Gr, TempDir, code, graceful_run_bin, http_server, run_to_end};
 
 /// The example server under graceful-run on a free loopback port, `extra` flags first.
 fn start(extra: &[&str]) -> Gr {
@@ -266,20 +266,25 @@ fn a_same_user_program_that_joins_the_group_is_warned_about() {
     assert_eq!(code(gr.wait_exit()), Some(0), "{}", gr.output());
 }
 
-/// A stranger that joined the group took the index graceful-run's next member was to get:
-/// the kernel appends members in the order they join, and graceful-run numbers its own
-/// without it. Steering "to member 1" then sends every new connection to the stranger (20
-/// of 20 here, and none to gen 2), where issue 16 asks to warn and go back to the shared
-/// socket. The fix belongs to the steering design (which member index the kernel gives
-/// graceful-run's sockets once a stranger is in), so this test stays ignored until then.
+/// A stranger that joined the group takes the index graceful-run's next member would get (the
+/// kernel appends members in the order they join): steering "to member 1" would send every
+/// new connection to it (20 of 20, and none to gen 2, before the fix). graceful-run looks for
+/// strangers at each handover's start: gen 2 gets the shared socket (member 0, whose index
+/// no stranger can take), one warning names the stranger, new connections go to member 0
+/// once gen 2 is ready, and `ctl status` says the listener is shared and why.
 #[test]
-#[ignore = "bug (h-proof's report): a stranger in the group takes every new connection"]
 fn a_stranger_in_the_group_does_not_take_the_new_generation_s_connections() {
     let mut gr = start(&["--verbose"]);
     let address = gr.inet_addr(0);
     let joined = stranger(address);
     restart_to(&gr, 2);
-    gr.wait_stderr("new connections go to member [1]");
+    let warning = wait_own(&gr, "another program listens on", "steering is off");
+    assert!(
+        warning.contains(&address.to_string()) && warning.contains("socket inode"),
+        "{warning}"
+    );
+    gr.wait_stderr("new connections go to member [0]");
+    wait_own(&gr, "gen 1 (pid", "all processes of this worker are gone");
     let pid2 = gr.generation_pid(2);
     let target = Target::Tcp(address);
     // The stranger never accepts: a request that reaches it times out, so only connect.
@@ -291,9 +296,30 @@ fn a_stranger_in_the_group_does_not_take_the_new_generation_s_connections() {
         .expect("TCP_INFO of its own listener")
         .unacked;
     drop(clients);
-    drop(joined);
     assert_eq!(stolen, 0, "the stranger got {stolen} of 21 new connections");
     assert_eq!(reply.map(|r| r.pid()), Ok(pid2), "{}", gr.output());
+    let status = run_to_end({
+        let mut command = Command::new(graceful_run_bin());
+        command.args(["ctl", "--pid", &gr.pid().to_string(), "status", "--json"]);
+        command
+    });
+    let json = String::from_utf8_lossy(&status.stdout).into_owned();
+    assert!(
+        json.contains(r#""handover":"shared","shared_because":"another program listens on"#),
+        "{json}"
+    );
+    drop(joined);
+    // Later handovers keep the shared socket: no second warning, gen 3 answers.
+    restart_to(&gr, 3);
+    wait_own(&gr, "gen 2 (pid", "all processes of this worker are gone");
+    let reply = http::get(&target, "/").expect("gen 3 answers");
+    assert_eq!(reply.pid(), gr.generation_pid(3), "{}", gr.output());
+    assert_eq!(
+        gr.stderr.count(|l| l.contains("steering is off")),
+        1,
+        "{}",
+        gr.output()
+    );
     gr.signal(libc::SIGTERM);
     assert_eq!(code(gr.wait_exit()), Some(0), "{}", gr.output());
 }
@@ -357,4 +383,135 @@ fn a_drain_sees_another_user_s_connections_with_the_unit_s_capabilities() {
     );
     gr.signal(libc::SIGTERM);
     assert_eq!(code(gr.wait_exit()), Some(0), "{}", gr.output());
+}
+
+/// `-l ...,reuseport`: other programs may join that group on purpose, so its indices are not
+/// graceful-run's alone; every generation shares the one socket, and both the log and
+/// `ctl status` say why.
+#[test]
+fn a_user_reuseport_listener_is_shared_and_says_why() {
+    let server = http_server();
+    let mut gr = Gr::start(&[
+        "-l",
+        "127.0.0.1:0,reuseport",
+        "--ready",
+        "notify",
+        "--",
+        &server,
+    ]);
+    wait_own(&gr, "gen 1 (pid", "ready after");
+    wait_own(&gr, "one socket for every generation", "with ,reuseport");
+    let status = run_to_end({
+        let mut command = Command::new(graceful_run_bin());
+        command.args(["ctl", "--pid", &gr.pid().to_string(), "status"]);
+        command
+    });
+    let text = String::from_utf8_lossy(&status.stdout).into_owned();
+    assert!(
+        text.contains("(name ") && text.contains(", shared: ,reuseport: other programs may join"),
+        "{text}"
+    );
+    let address = gr.inet_addr(0);
+    let inode1 = socket_inode(gr.generation_pid(1), 3);
+    restart_to(&gr, 2);
+    assert_eq!(
+        socket_inode(gr.generation_pid(2), 3),
+        inode1,
+        "gen 2 got a listener of its own"
+    );
+    let reply = http::get(&Target::Tcp(address), "/").expect("it answers");
+    assert!(reply.pid() > 0);
+    gr.signal(libc::SIGTERM);
+    assert_eq!(code(gr.wait_exit()), Some(0), "{}", gr.output());
+}
+
+/// The same unit's case for `--ready accepting`: root without CAP_DAC_READ_SEARCH and
+/// CAP_SYS_PTRACE may not read a `--user nobody` server's /proc/PID/fd nor its epoll fdinfo;
+/// graceful-run reads them as that user (`proc_owner`), and sees the server (asyncio, which
+/// waits in epoll) wait on its listener. Before, the look was refused and the generation
+/// could never become ready. Needs root.
+#[test]
+fn ready_accepting_sees_another_user_s_server_with_the_unit_s_capabilities() {
+    if !nix::unistd::geteuid().is_root() {
+        return;
+    }
+    let dir = TempDir::new("unit-accepting");
+    let script = dir.join("server.py");
+    std::fs::write(
+        &script,
+        "import asyncio, socket\n\
+         async def answer(r, w):\n    \
+             w.write(b'HTTP/1.0 200 OK\\r\\n\\r\\nhi'); await w.drain(); w.close()\n\
+         async def main():\n    \
+             server = await asyncio.start_server(answer, sock=socket.socket(fileno=3))\n    \
+             await server.serve_forever()\n\
+         asyncio.run(main())\n",
+    )
+    .expect("the script is written");
+    use std::os::unix::fs::PermissionsExt;
+    for path in [dir.path(), script.as_path()] {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+    let mut command = Command::new("setpriv");
+    command
+        .args([
+            "--bounding-set",
+            "-all,+setuid,+setgid,+kill,+net_bind_service",
+        ])
+        .arg(graceful_run_bin())
+        .args([
+            "-l",
+            "127.0.0.1:0",
+            "--ready",
+            "accepting",
+            "--user",
+            "nobody",
+        ])
+        .args(["--", "/usr/bin/python3"])
+        .arg(&script)
+        .stdin(std::process::Stdio::null());
+    let mut gr = Gr::spawn(command);
+    let ready = wait_own(&gr, "gen 1 (pid", "ready after");
+    assert!(ready.contains("(accepting)"), "{ready}\n{}", gr.output());
+    assert!(
+        !gr.output().contains("permission denied"),
+        "{}",
+        gr.output()
+    );
+    gr.signal(libc::SIGTERM);
+    gr.wait_exit();
+}
+
+/// A generation that binds a port itself instead of taking graceful-run's: the warning at
+/// 5 s and the readiness-timeout line name the listener it was expected to wait on and the
+/// address it listens on itself (issue 16, item 6). Python's http.server on port 0 binds a
+/// port of its own and never touches fd 3.
+#[test]
+fn a_server_that_listens_on_its_own_port_is_named_at_the_readiness_timeout() {
+    let mut gr = Gr::start(&[
+        "-l",
+        "127.0.0.1:0",
+        "--ready",
+        "accepting",
+        "--ready-timeout",
+        "7s",
+        "--",
+        "python3",
+        "-m",
+        "http.server",
+        "--bind",
+        "127.0.0.1",
+        "0",
+    ]);
+    let status = gr.wait_exit();
+    assert_eq!(code(status), Some(124), "{}", gr.output());
+    let expected = format!("not on tcp://{} (fd 3)", gr.inet_addr(0));
+    let line = gr.wait_stderr("not ready after 7s");
+    assert!(
+        line.contains("it listens on 127.0.0.1:") && line.contains(&expected),
+        "{line}\n{}",
+        gr.output()
+    );
+    let warning = gr.wait_stderr("not waiting for connections on");
+    assert!(warning.contains("itself"), "{warning}");
 }

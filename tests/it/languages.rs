@@ -45,7 +45,7 @@ fn runs(command: &[&str]) -> bool {
 
 /// Whether the test `test` can run: `check` (a command) succeeds. If it does not, the test is
 /// skipped with a line saying how to install `what`, or fails when [`REQUIRE`] is set.
-fn prerequisite(test: &str, check: &[&str], what: &str) -> bool {
+pub(crate) fn prerequisite(test: &str, check: &[&str], what: &str) -> bool {
     if runs(check) {
         return true;
     }
@@ -60,7 +60,7 @@ fn prerequisite(test: &str, check: &[&str], what: &str) -> bool {
 
 /// The graceful-run binary's directory first in PATH, so that servers can run
 /// `graceful-run notify` as the guide shows.
-fn path_with_graceful_run() -> String {
+pub(crate) fn path_with_graceful_run() -> String {
     let dir = graceful_run_bin()
         .parent()
         .expect("the binary lives in a directory")
@@ -206,13 +206,13 @@ fn server_has_read(server: SocketAddr, client: SocketAddr) -> bool {
     })
 }
 
-fn strings(words: &[&str]) -> Vec<String> {
+pub(crate) fn strings(words: &[&str]) -> Vec<String> {
     words.iter().map(|w| w.to_string()).collect()
 }
 
 /// Builds examples/go into cargo's per-target temp dir (an incremental rebuild is quick);
 /// GOPROXY=off proves it needs no module download.
-fn build_go() -> PathBuf {
+pub(crate) fn build_go() -> PathBuf {
     let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("go-example");
     let binary = out.join("server");
     let output = Command::new("go")

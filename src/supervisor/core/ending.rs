@@ -728,8 +728,9 @@ impl Ending {
             return self.hook_done(cx);
         }
         if let Some((proc, outcome)) = self.retirees.exited(cx, pid, exit) {
-            if outcome {
-                self.ends[proc.slot as usize] = Some(End::Exited(exit));
+            // Its slot may be gone (scaled down while it drained): no outcome of its own.
+            if outcome && let Some(end) = self.ends.get_mut(proc.slot as usize) {
+                *end = Some(End::Exited(exit));
                 cx.stats.last_exit = Some(exit);
             }
             return State::Ending(self);

@@ -422,6 +422,10 @@ impl Core {
                 State::Running(running) => running.on_changed(cx, &paths, more),
                 other => other,
             }),
+            Event::Strangers { what } => self.transition(now, |state, cx| match state {
+                State::Running(running) => running.on_strangers(cx, what),
+                other => other,
+            }),
             Event::Control {
                 client,
                 peer,

@@ -70,6 +70,9 @@ pub struct Settings {
     pub job_control: bool,
     /// Stream listeners exist: `--ready accepting` has something to look for.
     pub stream_listeners: bool,
+    /// Their names for the log (`tcp://127.0.0.1:8080 (fd 3)`): what a generation that is
+    /// never ready was expected to wait on.
+    pub stream_names: Vec<String>,
     /// graceful-run's own pid: the MAINPID its supervisor is told.
     pub main_pid: i32,
     /// The most detailed log level wanted (`-q`, `-v`).
@@ -203,6 +206,13 @@ pub enum Event {
         paths: Vec<String>,
         more: usize,
     },
+    /// Listeners graceful-run did not create are in a steered listener's reuseport group
+    /// (another program of the same user that set `SO_REUSEPORT`; `what` names them): the
+    /// group's indices are no longer graceful-run's alone, so later workers share the
+    /// listener. Sent once, by the look at each spawn and before each steering change.
+    Strangers {
+        what: String,
+    },
 }
 
 /// Whether a new worker gets a NOTIFY_SOCKET of its own.
@@ -253,6 +263,9 @@ pub enum Question {
         worker: WorkerId,
         pgid: i32,
         member: Option<u32>,
+        /// Also look for a TCP listener of the command's own (it binds a port itself), for
+        /// the diagnosis: asked once it has not waited for [`super::worker::PROBE_WARN_AFTER`].
+        diagnose: bool,
     },
     /// How busy is this worker, steered away from (its member's queue, handshakes toward it,
     /// the connections its processes hold)? Answered with [`Answer::Observed`].
@@ -292,6 +305,9 @@ pub enum Answer {
     Probed {
         missing: Vec<String>,
         blind: Option<crate::accepting::Blind>,
+        /// Asked with `diagnose`: the address of a TCP listener its processes hold that
+        /// graceful-run did not pass them.
+        itself: Option<std::net::SocketAddr>,
     },
     /// To [`Question::Descends`].
     Descends(bool),
@@ -348,6 +364,9 @@ pub struct Spawned {
     pub executable: String,
     /// [`NotifyNeed::Wanted`] and no NOTIFY_SOCKET could be made: why.
     pub notify_failed: Option<String>,
+    /// A member was asked for, but it got the shared listeners (member 0's socket): strangers
+    /// were found in a group (an [`Event::Strangers`] follows, if not sent before).
+    pub shared: bool,
 }
 
 /// Where a signal goes.

@@ -303,13 +303,11 @@ impl Up {
                 }
                 health.failures = 0;
                 health.healthy = Some(false);
-                log!(
-                    cx,
-                    Warn,
-                    subject,
-                    "unhealthy after {} failed checks in a row: replacing it",
-                    settings.retries
-                );
+                let checks = match settings.retries {
+                    1 => "1 failed check".to_string(),
+                    n => format!("{n} failed checks in a row"),
+                };
+                log!(cx, Warn, subject, "unhealthy after {checks}: replacing it");
                 Some(Reason::Unhealthy)
             }
         }

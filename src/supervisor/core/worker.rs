@@ -65,6 +65,8 @@ impl Launch {
     ) -> Launch {
         let id = cx.new_worker();
         let notify = match cx.s.policy.ready {
+            // Its pings come on the NOTIFY_SOCKET: without one, it would be found hung.
+            _ if cx.s.policy.watchdog.is_some() => NotifyNeed::Required,
             Ready::Notify => NotifyNeed::Required,
             Ready::Auto => NotifyNeed::Wanted,
             Ready::Accepting | Ready::After(_) => NotifyNeed::None,
@@ -96,7 +98,7 @@ impl Launch {
             pid: spawned.pid,
             started: cx.now,
             exited: None,
-            member: self.member,
+            member: if spawned.shared { None } else { self.member },
         };
         log!(
             cx,
@@ -141,6 +143,9 @@ pub(super) struct Probing {
     pub blind: Option<&'static str>,
     /// Why it could not be seen was said (once, at the first blind look).
     pub said_blind: bool,
+    /// A TCP listener of its own its processes hold (it binds a port itself), as seen by the
+    /// looks after PROBE_WARN_AFTER.
+    pub itself: Option<std::net::SocketAddr>,
 }
 
 /// The next look at a booting worker: when, or the question already asked.
@@ -185,6 +190,7 @@ impl Boot {
                     warned: false,
                     blind: None,
                     said_blind: false,
+                    itself: None,
                 })
             }
             // Nothing to wait on: ready at once.
@@ -255,6 +261,7 @@ impl Boot {
                         worker: self.proc.id,
                         pgid: self.proc.pid,
                         member: self.proc.member,
+                        diagnose: now >= self.proc.started + PROBE_WARN_AFTER,
                     }));
                 }
             }
@@ -265,7 +272,13 @@ impl Boot {
 
     /// The answer to a look: ready when it waits on every stream listener, else the next
     /// look, further off; a warning once it has taken long.
-    pub fn probed(mut self, cx: &mut Cx, missing: Vec<String>, blind: Option<Blind>) -> Booted {
+    pub fn probed(
+        mut self,
+        cx: &mut Cx,
+        missing: Vec<String>,
+        blind: Option<Blind>,
+        itself: Option<std::net::SocketAddr>,
+    ) -> Booted {
         let now = cx.now;
         let Readiness::Probing(probing) = &mut self.readiness else {
             return Booted::Still(self);
@@ -279,6 +292,7 @@ impl Boot {
         }
         probing.look = Look::At(now + probing.interval);
         probing.blind = blind.as_ref().map(Blind::cause);
+        probing.itself = itself.or(probing.itself);
         if let Some(why) = blind
             && !std::mem::replace(&mut probing.said_blind, true)
         {
@@ -291,14 +305,22 @@ impl Boot {
         if !probing.warned && now >= self.proc.started + PROBE_WARN_AFTER && probing.blind.is_none()
         {
             probing.warned = true;
-            log!(
-                cx,
-                Warn,
-                self.proc.subject(cx.several()),
-                "not waiting for connections on {} {} after it started: does the command take its socket from LISTEN_FDS instead of binding the port itself? (see --ready)",
-                missing.join(", "),
-                super::format_duration(PROBE_WARN_AFTER)
-            );
+            let missing = missing.join(", ");
+            let after = super::format_duration(PROBE_WARN_AFTER);
+            match probing.itself {
+                Some(address) => log!(
+                    cx,
+                    Warn,
+                    self.proc.subject(cx.several()),
+                    "not waiting for connections on {missing} {after} after it started: it listens on {address} itself, not on {missing}: it should take its socket from LISTEN_FDS (see --ready)"
+                ),
+                None => log!(
+                    cx,
+                    Warn,
+                    self.proc.subject(cx.several()),
+                    "not waiting for connections on {missing} {after} after it started: does the command take its socket from LISTEN_FDS instead of binding the port itself? (see --ready)"
+                ),
+            }
         }
         Booted::Still(self)
     }
@@ -345,11 +367,27 @@ impl Boot {
             }
             Ready::After(_) => "it must keep running for the --ready duration",
         };
-        let blind = match self.readiness {
-            Readiness::Probing(p) => p.blind,
-            _ => None,
+        let (blind, itself) = match self.readiness {
+            Readiness::Probing(p) => (p.blind, p.itself),
+            _ => (None, None),
         };
         let subject = self.proc.subject(cx.several());
+        let expected = cx.s.stream_names.join(", ");
+        let waits_on = matches!(cx.s.policy.ready, Ready::Accepting | Ready::Auto);
+        if let Some(address) = itself.filter(|_| waits_on) {
+            log!(
+                cx,
+                Error,
+                subject,
+                "not ready after {waited}; stopping it ({how}; it listens on {address} itself, not on {expected})"
+            );
+            return;
+        }
+        let how = if waits_on && !expected.is_empty() {
+            format!("{how}: {expected}")
+        } else {
+            how.to_string()
+        };
         if let Some(cause) = blind {
             log!(
                 cx,

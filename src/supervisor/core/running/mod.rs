@@ -139,6 +139,10 @@ pub(super) struct Running {
     pub members: u32,
     /// The members new connections go to, as last told to the executor.
     pub spread: Vec<u32>,
+    /// Listeners of another program were found in a steered group (what they are): workers
+    /// started from then on share the listener (member 0's socket, whose index no stranger
+    /// can take), see `rollout.rs`, `on_strangers`.
+    pub strangers: Option<String>,
     /// `--max-memory`: the next sample of the serving workers' memory.
     pub memory_at: Option<Instant>,
     /// `--watch --build`: the build, while one runs.
@@ -174,6 +178,7 @@ impl Running {
             cancelled: Vec::new(),
             members: u32::from(cx.s.steering),
             spread: Vec::new(),
+            strangers: None,
             memory_at: Running::first_memory_sample(cx),
             build: Build::Idle,
             health_said: (0, 0),
@@ -226,6 +231,9 @@ impl Running {
     /// new connections already go to (clients queued there are served by it), else the
     /// lowest free one, else a new one. None without steering.
     fn member_for_start(&mut self) -> Option<u32> {
+        if self.strangers.is_some() {
+            return None;
+        }
         let used = self.members_in_use();
         let free = |m: &u32| !used.contains(m);
         if let Some(m) = self.spread.iter().copied().find(free) {
@@ -242,7 +250,7 @@ impl Running {
     }
 
     fn member_for_replacement_among(&mut self, used: &[u32]) -> Option<u32> {
-        if self.members == 0 {
+        if self.members == 0 || self.strangers.is_some() {
             return None;
         }
         match (0..self.members).find(|m| !used.contains(m)) {
@@ -262,7 +270,7 @@ impl Running {
             .slots
             .iter()
             .filter_map(|s| match &s.state {
-                SlotState::Serving { up, .. } => up.proc.member,
+                SlotState::Serving { up, .. } => self.listener_of(up.proc.member),
                 _ => None,
             })
             .collect();
@@ -271,7 +279,7 @@ impl Running {
                 .slots
                 .iter()
                 .filter_map(|s| match &s.state {
-                    SlotState::Starting(incoming) => incoming.member(),
+                    SlotState::Starting(incoming) => self.listener_of(incoming.member()),
                     _ => None,
                 })
                 .collect();
@@ -280,7 +288,14 @@ impl Running {
             return self.spread.clone();
         }
         serving.sort_unstable();
+        serving.dedup();
         serving
+    }
+
+    /// The member whose queue a worker accepts from: its own, or member 0 (the shared
+    /// socket) for one started without a member after strangers were found.
+    fn listener_of(&self, member: Option<u32>) -> Option<u32> {
+        member.or((self.strangers.is_some() && self.members > 0).then_some(0))
     }
 
     /// Workers alive or being started, retiring ones included: the surge's measure.
@@ -522,8 +537,11 @@ impl Running {
         if let Some((proc, outcome)) = self.retirees.exited(cx, pid, exit) {
             // A worker stopped to make room (--max-unavailable) is its slot's last in the
             // role until another takes it.
-            let slot = &mut self.slots[proc.slot as usize];
-            if outcome && matches!(slot.state, SlotState::Vacant | SlotState::Backoff { .. }) {
+            // Its slot may be gone: `ctl scale` or SIGTTOU removed it while it drained.
+            if let Some(slot) = self.slots.get_mut(proc.slot as usize)
+                && outcome
+                && matches!(slot.state, SlotState::Vacant | SlotState::Backoff { .. })
+            {
                 slot.end = Some(End::Exited(exit));
                 cx.stats.last_exit = Some(exit);
             }
@@ -805,9 +823,14 @@ impl Running {
                 else {
                     return State::Running(self);
                 };
+                let shared = matches!(&result, Ok(spawned) if spawned.shared);
                 match launch.started(cx, result) {
                     Ok(boot) => {
                         self.set_incoming(i, Incoming::Booting(boot));
+                        if shared {
+                            // Not on the member the steering counted on (see `on_strangers`).
+                            self.steer(cx);
+                        }
                         // A `--ready` of zero, or nothing to wait on: ready at once.
                         let booted = boot.expire(cx);
                         self.booted(cx, i, booted)
@@ -848,7 +871,11 @@ impl Running {
                     },
                 }
             }
-            Answer::Probed { missing, blind } => {
+            Answer::Probed {
+                missing,
+                blind,
+                itself,
+            } => {
                 let found = self.slots.iter().position(|s| match s.state {
                     SlotState::Starting(Incoming::Booting(b))
                     | SlotState::Serving {
@@ -862,7 +889,7 @@ impl Running {
                 });
                 match found.and_then(|i| self.take_boot(i).map(|b| (i, b))) {
                     Some((i, boot)) => {
-                        let booted = boot.probed(cx, missing, blind);
+                        let booted = boot.probed(cx, missing, blind, itself);
                         self.booted(cx, i, booted)
                     }
                     None => State::Running(self),

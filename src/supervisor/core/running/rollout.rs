@@ -342,6 +342,26 @@ impl Running {
         }
     }
 
+    /// Strangers in a steered group ([`Event::Strangers`]): said once; workers started from
+    /// now on get no member of their own but the shared socket, member 0, which the steering
+    /// sends new connections to once they serve. Member 0 keeps its index whoever joins (a
+    /// socket joins at the end, graceful-run never closes a member, and a stranger that leaves
+    /// only moves a later stranger), so steering to it stays right; the members handed out
+    /// before keep theirs too, and their workers drain as before.
+    pub fn on_strangers(mut self, cx: &mut Cx, what: String) -> State {
+        if self.strangers.is_none() && self.members > 0 {
+            log!(
+                cx,
+                Warn,
+                Subject::NONE,
+                "{what}: steering is off, later generations share the listener"
+            );
+            self.strangers = Some(what);
+            self.steer(cx);
+        }
+        self.settle(cx)
+    }
+
     pub(super) fn rollout_done(&mut self, cx: &mut Cx, rollout: Rollout) {
         self.rollout = None;
         cx.stats.last_failure = None;

@@ -76,22 +76,30 @@ impl Running {
 
     /// Slot `i`'s serving worker gave a reason to be replaced: its slot gets a replacement
     /// (`settle` starts it as the surge allows), unless one is on its way already.
+    ///
+    /// Counted once per replacement it asks for: a watch that fires again while that
+    /// replacement starts (a health check failing on, memory still over the limit) is the
+    /// same trigger. One that a restart or a rollout already covers is counted and remembered
+    /// too, so that a failure of that replacement says the worker keeps serving for this
+    /// reason, and a hung worker is killed rather than drained.
     pub(super) fn trigger(&mut self, cx: &mut Cx, i: usize, reason: Reason) {
         let SlotState::Serving { up, incoming } = &mut self.slots[i].state else {
             return;
         };
+        if up.watches.replacing.is_some() {
+            return;
+        }
         cx.stats.triggered.count(reason);
+        up.watches.replacing = Some(reason);
         let covered = self.rollout.is_some_and(|r| up.proc.generation < r.target);
-        if up.watches.replacing.is_some() || incoming.is_some() || covered {
+        if incoming.is_some() || covered {
             log!(
                 cx,
                 Info,
                 up.proc.subject(cx.several()),
                 "its replacement is already on its way ({reason})"
             );
-            return;
         }
-        up.watches.replacing = Some(reason);
     }
 
     /// The watchdog found slot `i`'s worker hung a stop timeout ago and its replacement is
