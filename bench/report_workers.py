@@ -233,6 +233,10 @@ def triggers_section(raw):
                    "lifetime": "the generation first answered"}[name]
         # Each trigger must act within its own period plus a second for the new generation.
         ok = max(to) <= bound + 1000
+        if name == "watchdog" and t.get("watchdog_usec", "unset") == "unset":
+            # No WATCHDOG_USEC: the server never pinged, and was replaced for that alone.
+            ok = False
+            what += " (**invalid: the generation got no WATCHDOG_USEC, so it never pinged**)"
         all_ok = all_ok and ok
         rows.append([
             f"`{' '.join(t['flags'])}`", trigger,
@@ -288,7 +292,14 @@ def triggers_section(raw):
         "smaps_rollup once a second.\n"
     )
     dog = next((r for r in idle["rows"] if r["name"].startswith("watchdog")), None)
-    if dog and dog["events"] and dog["switches"] / dog["events"] > 8:
+    if trig.get("watchdog", {}).get("watchdog_usec", "unset") == "unset":
+        md += (
+            "\n**The watchdog rows are invalid**: the graceful-run measured gave its "
+            "generations no WATCHDOG_USEC, so the server never pinged and was replaced as "
+            "hung after each --watchdog period (perf, which follows new processes, then "
+            "counts a Python start too).\n"
+        )
+    elif dog and dog["events"] and dog["switches"] / dog["events"] > 8:
         md += (
             f"\n**The watchdog costs more than it should**: {dog['switches']} context switches "
             f"and {dog['cpu_ns'] / 1e6:.1f} ms of CPU for {dog['events']:.0f} `WATCHDOG=1` "

@@ -58,6 +58,8 @@ class Handler(BaseHTTPRequestHandler):
         elif self.path == "/grow":
             state["ballast"] = bytearray(os.urandom(1)) * (int(sys.argv[1]) << 20)
         body = str(os.getpid()).encode()
+        if self.path == "/watchdog-usec":
+            body = os.environ.get("WATCHDOG_USEC", "unset").encode()
         self.send_response(code)
         self.send_header("content-length", str(len(body)))
         self.end_headers()
@@ -176,6 +178,7 @@ def trigger_runs(gr, server_py, repeats):
         try:
             pid = serving_pid(port)
             first_seen = time.monotonic()
+            watchdog_usec = get(port, "/watchdog-usec")
             for _ in range(repeats):
                 if path:
                     time.sleep(0.3)  # the generation has served a little
@@ -192,7 +195,7 @@ def trigger_runs(gr, server_py, repeats):
                 first_seen = t1
         finally:
             inst.stop()
-        out[name] = {"flags": flags, "runs": rows,
+        out[name] = {"flags": flags, "runs": rows, "watchdog_usec": watchdog_usec,
                      "log": [l for _, l in inst.lines][-12:]}
     return out
 
