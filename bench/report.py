@@ -19,6 +19,8 @@ import statistics
 import subprocess
 import tempfile
 
+from report_workers import TRIGGERS_JSON, WORKERS_JSON, triggers_section, workers_section
+
 PNG = "bench/restart-latency.png"
 KIB_PER_MIB = 1024.0  # /proc's "kB" are KiB
 PLOT_BUCKET_NS = 20_000_000
@@ -1235,6 +1237,11 @@ class Report:
             md11, rows11 = steering_section(self.raw)
             sections.append((md11, rows11[0]))
             sections.append(("", rows11[1]))
+        for name, make in ((WORKERS_JSON, workers_section), (TRIGGERS_JSON, triggers_section)):
+            if os.path.exists(os.path.join(self.raw, name)):
+                md_n, rows_n = make(self.raw)
+                sections.append((md_n, rows_n[0]))
+                sections += [("", row) for row in rows_n[1:]]
         self.plot(png)
         seconds = int(self.info["seconds"])
         md = "# Benchmarks\n\n"
@@ -1405,23 +1412,38 @@ def steering_section(raw):
     return md, summary
 
 
-def splice_steering(raw, out_md):
-    """Writes figure 11 into an existing BENCHMARKS.md, every other figure's text kept as it
-    is: its section replaces an earlier one or goes last, its rows go last in the summary."""
-    md, summary = steering_section(raw)
+def splice_section(n, md, summary, out_md):
+    """Writes figure n's section and summary rows into an existing BENCHMARKS.md, every other
+    figure's text kept as it is: its section replaces an earlier one or goes after the last
+    section of a lower figure, its rows replace its earlier ones or go after the last row of a
+    lower figure."""
     text = open(out_md).read()
-    start = text.find("## 11. ")
+    start = text.find(f"\n## {n}. ")
     if start >= 0:
         end = text.find("\n## ", start + 1)
-        text = text[:start] + md + (text[end + 1:] if end >= 0 else "")
+        text = text[:start + 1] + md.rstrip("\n") + "\n" + (text[end:] if end >= 0 else "")
     else:
-        text = text.rstrip("\n") + "\n\n" + md
+        nxt = [text.find(f"\n## {m}. ") for m in range(n + 1, 40)]
+        nxt = [i for i in nxt if i >= 0]
+        if nxt:
+            at = min(nxt)
+            text = text[:at + 1] + md.rstrip("\n") + "\n" + text[at:]
+        else:
+            text = text.rstrip("\n") + "\n\n" + md.rstrip("\n") + "\n"
     lines = text.split("\n")
-    lines = [l for l in lines if not l.startswith("| 11. ")]
+    lines = [l for l in lines if not l.startswith(f"| {n}. ")]
     summary_at = lines.index("## Summary")
-    last_row = max(i for i, l in enumerate(lines) if i > summary_at and l.startswith("| 10. "))
+
+    def figure_of(line):
+        m = re.match(r"\| (\d+)\. ", line)
+        return int(m.group(1)) if m else None
+
+    rows_at = [i for i, l in enumerate(lines) if i > summary_at and figure_of(l) is not None
+               and lines.index("## Machine") > i]
+    lower = [i for i in rows_at if figure_of(lines[i]) < n]
+    at = (max(lower) if lower else rows_at[0] - 1) + 1
     rows = table(["", "", "", "", ""], [list(r) for r in summary]).split("\n")[2:]
-    lines[last_row + 1:last_row + 1] = [r for r in rows if r]
+    lines[at:at] = [r for r in rows if r]
     with open(out_md, "w") as f:
         f.write("\n".join(lines))
 
@@ -1431,12 +1453,18 @@ def main():
     parser.add_argument("--raw", required=True, help="bench/run's raw results (target/bench/raw)")
     parser.add_argument("--root", required=True, help="the repository")
     parser.add_argument("--gr", required=True, help="the graceful-run binary that was measured")
-    parser.add_argument("--splice", nargs="+", choices=["1", "2", "3", "4", "11"],
+    parser.add_argument("--splice", nargs="+", choices=["1", "2", "3", "4", "11", "12", "13"],
                         help="write only these figures into the existing BENCHMARKS.md (the "
-                        "others' raw results are not needed): 11, or 1 2 3 4 (bench/run --cost)")
+                        "others' raw results are not needed): any of 11, 12 and 13, or 1 2 3 4 "
+                        "(bench/run --cost)")
     args = parser.parse_args()
-    if args.splice == ["11"]:
-        splice_steering(args.raw, os.path.join(args.root, "BENCHMARKS.md"))
+    alone = {"11": (11, steering_section), "12": (12, workers_section),
+             "13": (13, triggers_section)}
+    if args.splice and set(args.splice) <= set(alone):
+        for n in sorted(args.splice, key=int):
+            figure, make = alone[n]
+            md, summary = make(args.raw)
+            splice_section(figure, md, summary, os.path.join(args.root, "BENCHMARKS.md"))
         return
     if args.splice:
         Report(args.raw, args.root, args.gr).splice_cost(

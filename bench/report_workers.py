@@ -1,0 +1,328 @@
+"""Figures 12 (workers, bench/workers.py) and 13 (restart triggers, bench/triggers.py) for
+bench/report.py: each function returns a figure's markdown section and its summary rows."""
+
+import json
+import os
+import statistics
+
+WORKERS_JSON = "fig12-workers.json"
+TRIGGERS_JSON = "fig13-triggers.json"
+MIB = 1024.0
+
+
+def _med(v):
+    return statistics.median(v) if v else float("nan")
+
+
+def _verdict(ok):
+    return "**PASS**" if ok else "**MISS**"
+
+
+def _table(header, rows):
+    out = "| " + " | ".join(header) + " |\n|" + "---|" * len(header) + "\n"
+    return out + "".join("| " + " | ".join(str(c) for c in r) + " |\n" for r in rows)
+
+
+def _balance(counts, total_workers=4):
+    if not counts:
+        return "–"
+    counts = counts + [0] * max(0, total_workers - len(counts))
+    return f"{'/'.join(map(str, counts))} (max/mean {max(counts) / (sum(counts) / len(counts)):.2f})"
+
+
+def workers_section(raw):
+    data = json.load(open(os.path.join(raw, WORKERS_JSON)))
+    res = data["results"]
+    modes = (("close", "new connections"), ("keepalive", "keep-alive"))
+    rows, thr_rows, bal_rows = [], [], []
+    gr_failed = {m: 0 for m, _ in modes}
+    gr_restarts, peer_failed, mem_ok, gr_mem = 0, [], True, []
+    slow = []
+    for server, tools in res.items():
+        for tool, r in tools.items():
+            label = f"{server} under {tool}"
+            for mode, mode_label in modes:
+                m = r["modes"][mode]
+                w, times = m["wrk"], m["rollout_s"]
+                steady = max(m["steady_kib"], m["steady_after_kib"])
+                per_worker = m["steady_kib"] / max(m["steady_workers"], 1)
+                # The steady state (the larger of before and after the rollouts, so that the
+                # workers' own growth under minutes of load is not taken for the surge) plus
+                # one worker (--max-surge 1).
+                bound = steady + per_worker
+                ok_mem = m["peak_kib"] <= bound
+                if tool == "graceful-run":
+                    gr_failed[mode] += w["failed"]
+                    gr_restarts += m["restarts"]
+                    mem_ok = mem_ok and ok_mem
+                    gr_mem.append(f"{server} {mode_label} {m['peak_kib'] / MIB:.1f} MiB ≤ "
+                                  f"{bound / MIB:.1f}")
+                    if times and _med(times) > 5:
+                        slow.append((server, mode, _med(times)))
+                else:
+                    peer_failed.append(f"{tool} {w['failed']} in {m['restarts']} ({mode_label})")
+                parts = [f"{k} {w[k]}" for k in ("connect", "read", "write", "timeout", "non2xx")
+                         if w[k]]
+                rows.append([
+                    label, mode_label,
+                    f"{m['restarts']}" + (f" (+{m['restart_failed_count']} failed)"
+                                          if m["restart_failed_count"] else "")
+                    + f" in {m['load_seconds_used']:.0f} s",
+                    f"{w['failed']} of {w['requests']:,}"
+                    + (f" ({', '.join(parts)})" if parts else ""),
+                    f"{_med(times):.2f} s [{min(times):.2f}–{max(times):.2f}]" if times else "–",
+                    f"{m['steady_kib'] / MIB:.1f} / {m['steady_after_kib'] / MIB:.1f} MiB",
+                    f"{m['peak_kib'] / MIB:.1f} MiB (≤ {bound / MIB:.1f}: "
+                    f"{'yes' if ok_mem else 'no'}), {m['max_processes']} processes at most",
+                ])
+            t1, t4 = r["throughput_1"], r["throughput_4"]
+            thr_rows.append([label, f"{t1['keepalive']:,.0f}", f"{t4['keepalive']:,.0f}",
+                             f"{t1['close']:,.0f}", f"{t4['close']:,.0f}"])
+            b = r["balance"]
+            bal_rows.append([label, _balance(b["close_requests"]),
+                             _balance(b["keepalive_connections"])])
+    load = data["loadavg_start"], data.get("loadavg_end", ["?"] * 3)
+    md = "## 12. Workers: rolling restarts of 4 workers under load\n\n"
+    md += (
+        "`bench/workers.py` (issue 17). A Node `http` server (`node server.js`, listening on "
+        "fd 3 under graceful-run, on `PORT` under pm2) and a uvicorn app (`uvicorn --fd 3`; "
+        "under gunicorn, `-k uvicorn.workers.UvicornWorker`), each answering its own pid, run "
+        "as 4 workers: `graceful-run -w 4` (defaults: --max-surge 1, --max-unavailable 0, "
+        "--handover steer, --ready auto), against `pm2 start -i 4` + `pm2 reload` for Node "
+        "and `gunicorn -w 4` + HUP for uvicorn, in the same run. The restarts run under one "
+        "wrk load, then under the other (1 thread, 16 connections, 5 s timeout): first "
+        "`Connection: close` (a new connection per request), then keep-alive. graceful-run "
+        f"is asked for {data['restarts_asked']} rolling restarts under each load "
+        f"(`ctl restart --wait` in a loop, at most {data['bound_s'] * 0.6:.0f} s and "
+        f"{data['bound_s'] * 0.4:.0f} s), the baselines for {data['baseline_restarts_asked']} "
+        f"(at most {data['baseline_bound_s'] * 0.6:.0f} s and "
+        f"{data['baseline_bound_s'] * 0.4:.0f} s), so that the figure fits in minutes; the "
+        "table says how many ran. A failed request is anything wrk counts as an error: "
+        "connect, read, write, timeout, or a non-2xx answer. The rollout time is `ctl "
+        "restart --wait`'s, `pm2 reload`'s, and for gunicorn from HUP until none of the old "
+        "workers is left. Memory is VmRSS summed over every process below the tool "
+        "(graceful-run's workers; pm2's daemon's workers; gunicorn's master and workers), "
+        "sampled every 20 ms: the steady state is the median over 3 s under the same load "
+        "before the first restart and over 3 s after the last, the peak the largest sum "
+        "during the restarts, and the target the larger steady state plus one worker (the "
+        "surge).\n\n"
+    )
+    md += _table(["server, tool", "load", "rolling restarts", "failed requests",
+                  "rollout time, median [min–max]", "steady RSS, before / after",
+                  "peak RSS during the rollouts"], rows)
+    ka, nc = gr_failed["keepalive"], gr_failed["close"]
+    if ka or slow:
+        drain_timeouts = sum(
+            sum("still busy after --drain-timeout" in line for line in tools["graceful-run"]
+                .get("log", []))
+            for tools in res.values() if "graceful-run" in tools)
+        md += (
+            f"\n**Keep-alive load.** Under graceful-run, {nc} requests failed on new "
+            f"connections and {ka} on keep-alive connections. wrk sends a keep-alive "
+            "connection's next request the moment the previous answer arrives, and those "
+            "connections stay with the old worker after the steering change (steering moves "
+            "new connections only), so the old worker's connections are busy at nearly every "
+            "look and its drain lasts until a look happens to fall between two requests on "
+            "every connection, or until --drain-timeout (30 s) runs out (graceful-run logged "
+            f"'still busy after --drain-timeout' {drain_timeouts} times). "
+            + ("That is what makes these rollouts slow: "
+               + ", ".join(f"{srv} {t:.0f} s" for srv, mode, t in slow if mode == "keepalive")
+               + " at the median. "
+               if any(mode == "keepalive" for _, mode, _ in slow) else "")
+            + "When the stop signal comes, what is in flight can be cut: Node's default on "
+            "TERM is to exit at once, uvicorn's shutdown closes each keep-alive connection "
+            "after its answer, and wrk, which may have sent the next request on it already "
+            "and never retries, counts a read error (HTTP/1.1 lets a client retry an "
+            "idempotent request on a keep-alive connection the server closed, and browsers "
+            "and proxies do). Losing nothing there needs the server to answer its last "
+            "request with `Connection: close` before exiting, which graceful-run cannot do "
+            "from outside.\n"
+        )
+    slow_close = [(srv, t) for srv, mode, t in slow if mode == "close"]
+    if slow_close:
+        def count(srv, text):
+            return sum(text in line for line in res[srv]["graceful-run"].get("log", []))
+        md += (
+            "\n**Slow rollouts under new connections**: "
+            + "; ".join(
+                f"{srv} {t:.0f} s at the median, graceful-run logging 'a look at its "
+                f"processes in /proc took longer than 200ms' {count(srv, 'took longer than')} "
+                f"times and 'not waiting for connections ... 5s after it started' "
+                f"{count(srv, 'not waiting for connections')} times"
+                for srv, t in slow_close)
+            + " (over both loads). On the loaded machine a new worker takes seconds to reach "
+            "its accept loop (uvicorn's Python imports), and the looks in /proc that "
+            "`--ready auto` uses to see it waiting time out and are retried with a backoff; "
+            "each of the 4 workers of a rollout waits for that in turn (--max-surge 1). The "
+            "second warning suggests a server that binds its own port, which uvicorn does "
+            "not do here: it was only slow.\n"
+        )
+    md += (
+        "\n**Throughput** (requests per second, wrk alone, 16 connections, 1 thread, "
+        "no restart, 4 s each), at 1 and at 4 workers. The machine has 2 cores, shared with "
+        "wrk itself and with other work, so 4 workers cannot be 4 times faster here, and "
+        "other helpers' load moves these numbers most of all:\n\n"
+    )
+    md += _table(["server, tool", "keep-alive, 1 worker", "keep-alive, 4 workers",
+                  "new connections, 1 worker", "new connections, 4 workers"], thr_rows)
+    uv = res.get("uvicorn", {}).get("graceful-run")
+    if uv and uv["throughput_1"]["keepalive"] < uv["throughput_1"]["close"] / 2:
+        md += (
+            "\n**Why uvicorn under graceful-run is slow with keep-alive** "
+            f"({uv['throughput_1']['keepalive']:,.0f} requests/s against "
+            f"{uv['throughput_1']['close']:,.0f} on new connections): `uvicorn --fd 3` wraps "
+            "the inherited socket with `socket.fromfd(fd, AF_UNIX, ...)` whatever its real "
+            "family, so asyncio takes the accepted TCP connections for unix ones and never "
+            "sets `TCP_NODELAY` on them; uvicorn writes a response's head and body in two "
+            "sends, and the body waits for the client's delayed ACK (about 40 ms: 16 "
+            "connections / 40 ms ≈ 400 requests/s). uvicorn's own bug, also reported by "
+            "sglang (sgl-project/sglang#20421), not graceful-run's: under gunicorn, the "
+            "UvicornWorker gets a socket that gunicorn created as TCP.\n"
+        )
+    md += (
+        "\n**Balance across the 4 workers**: which pid answered, over 800 requests on new "
+        "connections (8 client threads) and over 32 keep-alive connections opened one after "
+        "the other (each stays with the worker that accepted it), most-loaded first. "
+        "graceful-run's workers share their generation's listening socket (one accept "
+        "queue; each worker's event loop takes what it is woken for); pm2's cluster mode "
+        "has its master accept and hand out connections round-robin; gunicorn's workers "
+        "share one socket too:\n\n"
+    )
+    md += _table(["server, tool", "requests on new connections per worker",
+                  "keep-alive connections per worker"], bal_rows)
+    md += (
+        f"\nRun: {data['date']}, load average {' '.join(load[0])} before and "
+        f"{' '.join(load[1])} after (1, 5, 15 min), on the 2 cores shared with other "
+        "helpers' builds and tests: throughput and rollout times move with that load (a "
+        "loaded machine also makes graceful-run's looks in /proc slower, and the drain "
+        "longer); failed requests and memory much less.\n"
+    )
+    summary = [
+        ("12. failed requests, rolling restarts of 4 workers, new connections (Node, uvicorn)",
+         "0", f"{nc}", ", ".join(p for p in peer_failed if "new conn" in p),
+         _verdict(nc == 0)),
+        ("12. failed requests, rolling restarts of 4 workers, keep-alive (Node, uvicorn)",
+         "0", f"{ka} ({gr_restarts} rollouts in all)",
+         ", ".join(p for p in peer_failed if "keep-alive" in p), _verdict(ka == 0)),
+        ("12. peak RSS during rollouts", "≤ steady + 1 worker", "; ".join(gr_mem), "",
+         _verdict(mem_ok)),
+    ]
+    return md, summary
+
+
+def triggers_section(raw):
+    data = json.load(open(os.path.join(raw, TRIGGERS_JSON)))
+    trig = data["triggers"]
+    expect = {
+        "health": ("≤ 1 s (the next check) + start", 1000),
+        "memory": ("≤ 3 s (3 samples over the limit in a row, 1 a second) + start", 3000),
+        "watchdog": ("1 s after the last ping (0.5–1 s after the trigger) + start", 1000),
+        "lifetime": ("2.7–3 s (90–100 % of 3 s) + start", 3000),
+    }
+    rows = []
+    all_ok = True
+    for name, t in trig.items():
+        runs = t["runs"]
+        to = [r["to_serving_ms"] for r in runs]
+        dec = [r["decision_ms"] for r in runs if r["decision_ms"] is not None]
+        d2s = [r["decision_to_serving_ms"] for r in runs if r["decision_to_serving_ms"] is not None]
+        what, bound = expect[name]
+        trigger = {"health": "`GET /break` answered (then /health says 500)",
+                   "memory": "`GET /grow` answered (100 MiB allocated, limit 64M)",
+                   "watchdog": "`GET /hang` answered (pings stop)",
+                   "lifetime": "the generation first answered"}[name]
+        # Each trigger must act within its own period plus a second for the new generation.
+        ok = max(to) <= bound + 1000
+        if name == "watchdog" and t.get("watchdog_usec", "unset") == "unset":
+            # No WATCHDOG_USEC: the server never pinged, and was replaced for that alone.
+            ok = False
+            what += " (**invalid: the generation got no WATCHDOG_USEC, so it never pinged**)"
+        all_ok = all_ok and ok
+        rows.append([
+            f"`{' '.join(t['flags'])}`", trigger,
+            f"{_med(to):.0f} ms [{min(to):.0f}–{max(to):.0f}]",
+            f"{_med(dec):.0f} ms" if dec else "–",
+            f"{_med(d2s):.0f} ms" if d2s else "–",
+            what, _verdict(ok)])
+    idle = data["idle"]
+    window = idle["window_s"]
+    irows = []
+    base = next(r for r in idle["rows"] if r["name"] == "none")
+    mem = next(r for r in idle["rows"] if r["name"] == "max-memory 1G")
+    mem4 = next(r for r in idle["rows"] if r["name"] == "max-memory 1G, -w 4")
+    none_ok = base["switches"] == 0
+    for r in idle["rows"]:
+        per = f"{r['switches'] / r['events']:.1f}" if r["events"] else "–"
+        irows.append([r["name"], r["expected"], str(r["switches"]), per,
+                      str(r.get("switches_live_threads", r["switches"])),
+                      f"{r['cpu_ns'] / 1e6:.2f} ms", str(r["ticks"])])
+    health = next((r for r in idle["rows"] if r["name"].startswith("health-http, default")), None)
+    per_min = lambda r: (r["cpu_ns"] - base["cpu_ns"]) / 1e6 * 60 / window
+    md = "## 13. Restart triggers: time to act, and what they cost idle\n\n"
+    md += (
+        "`bench/triggers.py` (issue 18). A small Python HTTP server (`http.server` on "
+        "graceful-run's fd 3, answering its pid; it pings `WATCHDOG=1` every half of "
+        "`WATCHDOG_USEC` when that is set) is made to trigger a replacement "
+        f"{data['repeats']} times per flag; the time runs from the trigger to the first answer "
+        "from a new pid (a client polling every 10 ms on new connections), and, in the "
+        "next columns, to and from the moment graceful-run logs its decision (its stderr read "
+        "as it comes). 'start' is the new Python generation's own start (about 0.1–0.3 s "
+        "here).\n\n"
+    )
+    md += _table(["flags", "trigger at", "trigger → new pid serving, median [min–max]",
+                  "trigger → logged decision", "decision → serving", "expected",
+                  "within expected + 1 s"], rows)
+    md += (
+        f"\n**Idle cost.** One graceful-run per flag set, each with the idle server, side by "
+        f"side for one window of {window:.0f} s: context switches and CPU time (task-clock) "
+        "of graceful-run, every thread counted, from `perf stat -p` (graceful-run runs some "
+        "looks in /proc on a short-lived thread, which figure 3's way, summing "
+        "`/proc/PID/task/*/status` at both ends, cannot see: its count is beside), and "
+        "/proc/PID/stat's utime+stime ticks (10 ms, exited threads included). The expected "
+        "count is the number of events the flag implies; each event costs a few switches "
+        "(a health check connects, writes, reads and closes).\n\n"
+    )
+    md += _table(["flags", "expected events in the window", "context switches (perf)",
+                  "switches per event", "switches of the threads alive at both ends",
+                  "CPU time (perf)", "ticks"], irows)
+    md += (
+        f"\n**Memory sampling cost**: with `--max-memory` set, graceful-run used "
+        f"{per_min(mem):.2f} ms of CPU per minute more than with no flag "
+        f"({per_min(mem4):.2f} ms with 4 workers, each sampled on its own), reading "
+        "smaps_rollup once a second.\n"
+    )
+    dog = next((r for r in idle["rows"] if r["name"].startswith("watchdog")), None)
+    if trig.get("watchdog", {}).get("watchdog_usec", "unset") == "unset":
+        md += (
+            "\n**The watchdog rows are invalid**: the graceful-run measured gave its "
+            "generations no WATCHDOG_USEC, so the server never pinged and was replaced as "
+            "hung after each --watchdog period (perf, which follows new processes, then "
+            "counts a Python start too).\n"
+        )
+    elif dog and dog["events"] and dog["switches"] / dog["events"] > 8:
+        md += (
+            f"\n**The watchdog costs more than it should**: {dog['switches']} context switches "
+            f"and {dog['cpu_ns'] / 1e6:.1f} ms of CPU for {dog['events']:.0f} `WATCHDOG=1` "
+            f"pings ({dog['switches'] / dog['events']:.0f} switches and "
+            f"{dog['cpu_ns'] / 1e6 / dog['events']:.1f} ms per ping), against about "
+            f"{health['switches'] / max(health['events'], 1):.0f} switches per health check: "
+            "each ping seems to do far more than read one datagram and re-arm a timer.\n"
+        )
+    md += (
+        f"\nRun: {data['date']}, load average {' '.join(data['loadavg_start'])} before and "
+        f"{' '.join(data.get('loadavg_end', ['?'] * 3))} after (1, 5, 15 min), on 2 cores "
+        "shared with other helpers' builds and tests: the times to act include waiting for a "
+        "CPU (the new Python generation's start most of all); the idle counts do not depend "
+        "on the load (a sleeping process is not woken by others).\n"
+    )
+    summary = [
+        ("13. trigger → new generation serving (health, memory, watchdog, lifetime)",
+         "period + start, ≤ +1 s",
+         ", ".join(f"{n} {_med([r['to_serving_ms'] for r in t['runs']]) / 1000:.2f} s"
+                   for n, t in trig.items()), "", _verdict(all_ok)),
+        ("13. idle wakeups per minute: no flag; --max-memory; --health-http (30s)", "0; 60; 2 checks",
+         f"{base['switches'] * 60 / window:.0f}; {mem['switches'] * 60 / window:.0f}; "
+         f"{health['switches'] * 60 / window:.0f}" if health else "",
+         f"memory sampling {per_min(mem):.1f} ms CPU/min", _verdict(none_ok)),
+    ]
+    return md, summary
