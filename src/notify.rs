@@ -351,6 +351,26 @@ struct Bookkeeping {
     statuses: Statuses,
 }
 
+impl Bookkeeping {
+    /// A received message as it is passed on: a STATUS over the rate limit is held back for
+    /// the flush (and the waker of `cx`, when given, registered with the flush timer it may
+    /// have armed); None when the held STATUS was all the message had.
+    fn admit(&mut self, mut message: Message, cx: Option<&mut Context<'_>>) -> Option<Message> {
+        if let Some(status) = message.get("STATUS").map(str::to_string)
+            && !self.statuses.note(&status, Instant::now())
+        {
+            message.fields.retain(|(key, _)| key != "STATUS");
+            if let Some(cx) = cx {
+                let _ = self.statuses.poll_flush(cx);
+            }
+            if message.fields.is_empty() {
+                return None;
+            }
+        }
+        Some(message)
+    }
+}
+
 /// A generation's own NOTIFY_SOCKET; its file is removed on drop.
 pub struct NotifySocket {
     fd: AsyncFd<OwnedFd>,
@@ -449,19 +469,10 @@ impl NotifySocket {
             let received = receive(self.fd.get_ref().as_raw_fd(), &self.allowed_uids)
                 .map(|datagram| self.unless_stranger(datagram));
             match received {
-                Ok(Datagram::Message(mut message)) => {
-                    if let Some(status) = message.get("STATUS").map(str::to_string)
-                        && !book.statuses.note(&status, Instant::now())
-                    {
-                        message.fields.retain(|(key, _)| key != "STATUS");
-                        // The flush timer may just have been armed: register the waker.
-                        let _ = book.statuses.poll_flush(cx);
-                        if message.fields.is_empty() {
-                            continue;
-                        }
-                    }
-                    return Poll::Ready(message);
-                }
+                Ok(Datagram::Message(message)) => match book.admit(message, Some(cx)) {
+                    Some(message) => return Poll::Ready(message),
+                    None => continue,
+                },
                 Ok(Datagram::Ignored(reason)) => {
                     book.warnings.note(self.generation, &reason);
                     // A summary timer may just have been armed: register the waker.
@@ -488,17 +499,10 @@ impl NotifySocket {
             let received = receive(self.fd.get_ref().as_raw_fd(), &self.allowed_uids)
                 .map(|datagram| self.unless_stranger(datagram));
             match received {
-                Ok(Datagram::Message(mut message)) => {
-                    if let Some(status) = message.get("STATUS").map(str::to_string)
-                        && !book.statuses.note(&status, Instant::now())
-                    {
-                        message.fields.retain(|(key, _)| key != "STATUS");
-                        if message.fields.is_empty() {
-                            continue;
-                        }
-                    }
-                    return Some(message);
-                }
+                Ok(Datagram::Message(message)) => match book.admit(message, None) {
+                    Some(message) => return Some(message),
+                    None => continue,
+                },
                 Ok(Datagram::Ignored(reason)) => book.warnings.note(self.generation, &reason),
                 // EAGAIN: nothing queued. Another error: nothing readable now either.
                 Err(_) => return None,

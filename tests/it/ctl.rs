@@ -10,16 +10,6 @@ use std::time::{Duration, Instant};
 use crate::support::http::{self, Target};
 use crate::support::{Gr, TempDir, code, graceful_run_bin, http_server};
 
-/// `graceful-run ctl --pid PID ARGS...`, run to its end.
-fn ctl(gr: &Gr, args: &[&str]) -> Output {
-    Command::new(graceful_run_bin())
-        .args(["ctl", "--pid", &gr.pid().to_string()])
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("graceful-run ctl runs")
-}
-
 fn text(output: &Output) -> String {
     format!(
         "status {:?}\n--- stdout ---\n{}--- stderr ---\n{}",
@@ -47,7 +37,7 @@ fn serving(dir: &TempDir, later: &str, flags: &[&str]) -> Gr {
 fn status_of_a_serving_and_of_a_restarting_instance() {
     let dir = TempDir::new("ctl-status");
     let mut gr = serving(&dir, r#"exec "$0" --ready-delay 3000"#, &[]);
-    let output = ctl(&gr, &["status"]);
+    let output = gr.ctl(&["status"]);
     assert_eq!(code(output.status), Some(0), "{}", text(&output));
     let out = String::from_utf8_lossy(&output.stdout).into_owned();
     assert!(
@@ -59,7 +49,7 @@ fn status_of_a_serving_and_of_a_restarting_instance() {
 
     gr.signal(nix::libc::SIGHUP);
     gr.wait_stderr("gen 2 (pid");
-    let output = ctl(&gr, &["status", "--json"]);
+    let output = gr.ctl(&["status", "--json"]);
     assert_eq!(code(output.status), Some(0), "{}", text(&output));
     let json = String::from_utf8_lossy(&output.stdout).into_owned();
     assert!(json.contains(r#""number":2"#), "{json}");
@@ -73,7 +63,7 @@ fn status_of_a_serving_and_of_a_restarting_instance() {
 fn restart_wait_returns_once_the_new_generation_took_over() {
     let dir = TempDir::new("ctl-restart");
     let mut gr = serving(&dir, r#"exec "$0" --ready-delay 500"#, &[]);
-    let output = ctl(&gr, &["restart", "--wait"]);
+    let output = gr.ctl(&["restart", "--wait"]);
     assert_eq!(code(output.status), Some(0), "{}", text(&output));
     // It returned after the handover, not before: graceful-run logs the handover in the step
     // that answers. The test's own reader thread may not have read that line from the pipe yet
@@ -101,7 +91,7 @@ fn restart_wait_fails_when_the_new_generation_crashes_and_the_old_one_serves_on(
     let dir = TempDir::new("ctl-crash");
     let mut gr = serving(&dir, "exit 3", &[]);
     let pid1 = gr.generation_pid(1);
-    let output = ctl(&gr, &["restart", "--wait"]);
+    let output = gr.ctl(&["restart", "--wait"]);
     assert_eq!(code(output.status), Some(1), "{}", text(&output));
     let err = String::from_utf8_lossy(&output.stderr).into_owned();
     assert!(
@@ -119,7 +109,7 @@ fn restart_wait_fails_when_the_new_generation_is_never_ready() {
     let dir = TempDir::new("ctl-never");
     let mut gr = serving(&dir, r#"exec "$0" --no-ready"#, &["--ready-timeout", "1s"]);
     let pid1 = gr.generation_pid(1);
-    let output = ctl(&gr, &["restart", "--wait"]);
+    let output = gr.ctl(&["restart", "--wait"]);
     assert_eq!(code(output.status), Some(1), "{}", text(&output));
     let err = String::from_utf8_lossy(&output.stderr).into_owned();
     assert!(err.contains("not ready in time"), "{err}");
@@ -172,7 +162,7 @@ fn a_second_client_is_answered_while_a_restart_is_waited_for() {
         .expect("graceful-run ctl runs");
     gr.wait_stderr("gen 2 (pid");
     let asked = Instant::now();
-    let output = ctl(&gr, &["status"]);
+    let output = gr.ctl(&["status"]);
     assert_eq!(code(output.status), Some(0), "{}", text(&output));
     assert!(
         asked.elapsed() < Duration::from_secs(2),
@@ -189,7 +179,7 @@ fn a_second_client_is_answered_while_a_restart_is_waited_for() {
 fn stop_wait_returns_once_graceful_run_is_done() {
     let dir = TempDir::new("ctl-stop");
     let mut gr = serving(&dir, r#"exec "$0""#, &[]);
-    let output = ctl(&gr, &["stop", "--wait"]);
+    let output = gr.ctl(&["stop", "--wait"]);
     assert_eq!(code(output.status), Some(0), "{}", text(&output));
     assert_eq!(code(gr.wait_exit()), Some(0), "{}", gr.output());
 }

@@ -240,19 +240,8 @@ fn start(project: &Project) -> Gr {
 }
 
 /// Polls `found` until [`BUILD_DEADLINE`].
-fn poll<T>(gr: &Gr, what: &str, mut found: impl FnMut() -> Option<T>) -> T {
-    let end = Instant::now() + BUILD_DEADLINE;
-    loop {
-        if let Some(value) = found() {
-            return value;
-        }
-        assert!(
-            Instant::now() < end,
-            "timed out waiting until {what}\n{}",
-            gr.output()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+fn poll<T>(gr: &Gr, what: &str, found: impl FnMut() -> Option<T>) -> T {
+    gr.poll_until(BUILD_DEADLINE, what, found)
 }
 
 fn lines(gr: &Gr, needle: &str) -> usize {

@@ -9,7 +9,7 @@
 //! unhealthy generation whose replacement fails keeps serving.
 
 use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::Duration;
 
 use crate::support::http::{Load, LoadReport, Target};
@@ -51,12 +51,7 @@ fn make(dir: &TempDir, kind: &str, pid: i32) {
 
 /// `graceful-run ctl --pid PID ARGS...`: its standard output.
 fn ctl(gr: &Gr, args: &[&str]) -> String {
-    let output: Output = Command::new(graceful_run_bin())
-        .args(["ctl", "--pid", &gr.pid().to_string()])
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("graceful-run ctl runs");
+    let output: Output = gr.ctl(args);
     assert!(output.status.success(), "ctl {args:?}: {output:?}");
     String::from_utf8_lossy(&output.stdout).into_owned()
 }

@@ -52,16 +52,6 @@ fn start(flags: &[&str], command: &[String]) -> Gr {
     Gr::spawn(cmd)
 }
 
-/// `graceful-run ctl --pid PID ARGS...`, run to its end.
-fn ctl(gr: &Gr, args: &[&str]) -> Output {
-    Command::new(graceful_run_bin())
-        .args(["ctl", "--pid", &gr.pid().to_string()])
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("graceful-run ctl runs")
-}
-
 fn stderr_of(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
@@ -119,7 +109,7 @@ fn field(text: &str, key: &str) -> Option<String> {
 
 /// `ctl status --json`, or None when ctl failed (graceful-run just exited, say).
 fn status(gr: &Gr) -> Option<Status> {
-    let output = ctl(gr, &["status", "--json"]);
+    let output = gr.ctl(&["status", "--json"]);
     if !output.status.success() {
         return None;
     }
@@ -297,7 +287,7 @@ fn rolls_within_bounds(
     load.wait_successes(CLIENTS);
     let sampler = Sampler::start(&gr);
     for restart in 1..=restarts {
-        let output = ctl(&gr, &["restart", "--wait"]);
+        let output = gr.ctl(&["restart", "--wait"]);
         assert_eq!(
             code(output.status),
             Some(0),
@@ -441,7 +431,7 @@ fn a_broken_version_stops_after_its_first_worker() {
     let pids = wait_settled(&gr, WORKERS);
     std::fs::write(&broken, "").expect("the temp dir is writable");
 
-    let output = ctl(&gr, &["restart", "--wait"]);
+    let output = gr.ctl(&["restart", "--wait"]);
     assert_eq!(code(output.status), Some(1), "{}", gr.output());
     let reason = stderr_of(&output);
     assert!(
@@ -458,7 +448,7 @@ fn a_broken_version_stops_after_its_first_worker() {
     assert_eq!(now.settled(WORKERS), Some(pids.clone()), "{now:?}");
     let failure = now.last_failure.expect("ctl status shows the failure");
     assert!(failure.contains("exited with status 3"), "{failure}");
-    let text = String::from_utf8_lossy(&ctl(&gr, &["status"]).stdout).into_owned();
+    let text = String::from_utf8_lossy(&gr.ctl(&["status"]).stdout).into_owned();
     assert!(
         text.contains("last restart failed: the new generation exited with status 3"),
         "{text}"
@@ -500,7 +490,7 @@ fn a_killed_worker_is_replaced_alone() {
             l.starts_with("graceful-run: worker 3: restarting in")
         })
         .unwrap_or_else(|| panic!("worker 3 does not back off\n{}", gr.output()));
-    let output = ctl(&gr, &["scale", "2"]);
+    let output = gr.ctl(&["scale", "2"]);
     assert_eq!(code(output.status), Some(0), "{}", stderr_of(&output));
     std::fs::remove_file(&broken).expect("the marker is there");
     let two = wait_settled(&gr, 2);
@@ -521,7 +511,7 @@ fn scaling_with_ctl_and_signals_and_bad_counts() {
 
     // Bad counts: one line naming the value, exit 125, nothing changes.
     for bad in ["0", "-1", "abc", "1025", "2.5"] {
-        let output = ctl(&gr, &["scale", bad]);
+        let output = gr.ctl(&["scale", bad]);
         assert_eq!(code(output.status), Some(125), "scale {bad}");
         let err = stderr_of(&output);
         assert_eq!(err.lines().count(), 1, "{err}");
@@ -531,14 +521,14 @@ fn scaling_with_ctl_and_signals_and_bad_counts() {
     assert_eq!(now.settled(WORKERS), Some(four.clone()), "{now:?}");
 
     // Up: the four stay, two more come.
-    let output = ctl(&gr, &["scale", "6"]);
+    let output = gr.ctl(&["scale", "6"]);
     assert_eq!(code(output.status), Some(0), "{}", stderr_of(&output));
     let six = wait_settled(&gr, 6);
     assert_eq!(six[..4], four[..], "{}", gr.output());
     four_answer_with_their_environment(&gr, &six, 1);
 
     // Down: the highest go.
-    let output = ctl(&gr, &["scale", "2"]);
+    let output = gr.ctl(&["scale", "2"]);
     assert_eq!(code(output.status), Some(0), "{}", stderr_of(&output));
     let two = wait_settled(&gr, 2);
     assert_eq!(two[..], four[..2], "{}", gr.output());
@@ -564,7 +554,7 @@ fn scaling_with_ctl_and_signals_and_bad_counts() {
 
     // Up and down in quick succession, without waiting: the last count wins.
     for n in ["4", "1", "3", "1", "5", "2"] {
-        let output = ctl(&gr, &["scale", n]);
+        let output = gr.ctl(&["scale", n]);
         assert_eq!(code(output.status), Some(0), "{}", stderr_of(&output));
     }
     let two_again = wait_settled(&gr, 2);
@@ -572,13 +562,13 @@ fn scaling_with_ctl_and_signals_and_bad_counts() {
     four_answer_with_their_environment(&gr, &two_again, 1);
 
     // A rollout still works at the new count, and scaling during one does no harm.
-    let output = ctl(&gr, &["scale", "3"]);
+    let output = gr.ctl(&["scale", "3"]);
     assert_eq!(code(output.status), Some(0), "{}", stderr_of(&output));
     wait_settled(&gr, 3);
     gr.signal(libc::SIGHUP);
-    let output = ctl(&gr, &["scale", "1"]);
+    let output = gr.ctl(&["scale", "1"]);
     assert_eq!(code(output.status), Some(0), "{}", stderr_of(&output));
-    let output = ctl(&gr, &["restart", "--wait"]);
+    let output = gr.ctl(&["restart", "--wait"]);
     assert_eq!(code(output.status), Some(0), "{}", stderr_of(&output));
     let last = wait_settled(&gr, 1);
     four_answer_with_their_environment(

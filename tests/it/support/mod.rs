@@ -468,8 +468,18 @@ impl Drop for KillOnDrop {
 impl Gr {
     /// Polls `found` until it gives a value; fails after [`DEADLINE`] with `what` and
     /// everything graceful-run printed.
-    pub fn poll<T>(&self, what: &str, mut found: impl FnMut() -> Option<T>) -> T {
-        let end = Instant::now() + DEADLINE;
+    pub fn poll<T>(&self, what: &str, found: impl FnMut() -> Option<T>) -> T {
+        self.poll_until(DEADLINE, what, found)
+    }
+
+    /// [`Gr::poll`] with a deadline of the caller's (a build, say, takes longer).
+    pub fn poll_until<T>(
+        &self,
+        deadline: Duration,
+        what: &str,
+        mut found: impl FnMut() -> Option<T>,
+    ) -> T {
+        let end = Instant::now() + deadline;
         loop {
             if let Some(value) = found() {
                 return value;
@@ -510,5 +520,17 @@ pub fn next_state(socket: &std::os::unix::net::UnixDatagram, gr: &Gr) -> String 
         if !message.starts_with("STATUS=") {
             return message;
         }
+    }
+}
+
+impl Gr {
+    /// `graceful-run ctl --pid PID ARGS...` against this instance, run to its end.
+    pub fn ctl(&self, args: &[&str]) -> std::process::Output {
+        std::process::Command::new(graceful_run_bin())
+            .args(["ctl", "--pid", &self.pid().to_string()])
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("graceful-run ctl runs")
     }
 }
