@@ -13,6 +13,8 @@
 //! established, before the port could be anyone else's.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -47,6 +49,12 @@ pub(super) struct Triggers {
     /// A probe holds the steering rule.
     connecting: bool,
     queue: VecDeque<Pending>,
+    /// A memory sample's thread is still running. smaps_rollup takes the process's mmap lock,
+    /// which a `--user` server can keep from us (a fault on a page of a FUSE file that never
+    /// answers, with a writer queued behind it): such a thread waits as long as the server
+    /// wants. While one runs no other starts, so that the server cannot pile up our threads,
+    /// one a second; the core just gets no sample until it ends.
+    sampling: Arc<AtomicBool>,
 }
 
 impl Triggers {
@@ -59,6 +67,7 @@ impl Triggers {
             probe,
             connecting: false,
             queue: VecDeque::new(),
+            sampling: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -102,7 +111,12 @@ impl Triggers {
     /// Samples each worker's memory (its process group) on a thread of its own; each sample
     /// comes back as [`Event::Memory`].
     pub fn sample_memory(&self, workers: Vec<(WorkerId, i32)>) {
+        if self.sampling.swap(true, Ordering::AcqRel) {
+            debug!(Subject::NONE, "the last memory sample is still being taken");
+            return;
+        }
         let tx = self.tx.clone();
+        let sampling = Arc::clone(&self.sampling);
         let spawned = std::thread::Builder::new()
             .name("memory".into())
             .spawn(move || {
@@ -113,8 +127,10 @@ impl Triggers {
                         bytes: sample.bytes,
                     }));
                 }
+                sampling.store(false, Ordering::Release);
             });
         if let Err(e) = spawned {
+            self.sampling.store(false, Ordering::Release);
             debug!(Subject::NONE, "cannot sample memory: {e}");
         }
     }
