@@ -48,6 +48,40 @@
 //! a fresh connection (the common case, and every `Connection: close` client) is never
 //! ambiguous: it has received and sent nothing.
 //!
+//! # Keep-alive streams
+//!
+//! A client that keeps reusing its connection (wrk, a load balancer's pool, an HTTP/1.1 client
+//! under steady load) sends its next request the moment the previous response arrives: its
+//! connection is busy at nearly every look and never goes idle by itself. Only the server can
+//! end it gracefully (answering with `Connection: close`, or closing between requests), and
+//! waiting for it only delays a drain until `--drain-timeout`, after which the stop signal
+//! comes at an arbitrary moment. An [`Observer`] keeps each connection's byte counters
+//! between its looks, and calls a connection a **keep-alive stream** once its client sent
+//! data at two of its looks, each time since the one before (two requests at least, apart in
+//! time, since the drain began). A stream is **at a request boundary** ([`at_boundary`]) when
+//! the server has read everything the client sent and wrote after it:
+//!
+//! - nothing unread (`rqueue` 0), not more than [`BOUNDARY_NOTSENT`] written and not yet
+//!   transmitted (more is a long response that the client reads slower than it is written),
+//! - and either bytes unacknowledged (`wqueue` > 0): the server wrote after the client's last
+//!   data, since any data segment of the client acknowledges all it received before it (on
+//!   loopback at once; across a network an HTTP/1.1 client sends its next request only once
+//!   the previous response arrived). This is the usual state of a busy keep-alive connection
+//!   between a response and the next request: the client delays its ACK to send it with that
+//!   request (sampled on loopback, wrk-like client: 24 looks in 30);
+//! - or nothing unacknowledged, and it sent data in a later clock tick than it last received,
+//!   or received a bare ACK (`tcpi_last_ack_recv`) in a later tick than its last data: the
+//!   client acknowledged something the server sent after that data;
+//! - and the server did not send since the previous look without the client sending too: a
+//!   response written in pieces, or a long one, keeps the server sending on its own.
+//!
+//! With every remaining connection idle or such a stream at a boundary, the drain ends
+//! (`Activity::streams` in the core): a server that is not graceful, stopped then, cuts no
+//! response it had begun; the client's next request finds the connection closed (RFC 9112
+//! §9.3.1 lets a client retry it; browsers and proxies do, wrk does not). What stays
+//! ambiguous: a stream whose latest request's response is written in pieces, seen at the first
+//! look after that request, between two pieces.
+//!
 //! # Handshakes in flight
 //!
 //! A connection whose handshake has begun but not completed is a request socket in
@@ -193,11 +227,69 @@ pub fn classify(socket: &Socket, grace: Duration) -> Activity {
     Activity::Idle(Idle::KeepAlive)
 }
 
+/// The most bytes a stream at a request boundary may have written and not yet transmitted:
+/// what Nagle's algorithm holds back (less than a segment, 64 KiB on loopback) while the
+/// client delays its ACK of the rest. More is a response longer than the client reads.
+pub const BOUNDARY_NOTSENT: u32 = 64 * 1024;
+
+/// Whether the server has read everything this connection's client sent and wrote after it
+/// (see "Keep-alive streams" in the module doc). Alone it does not tell a complete response
+/// from the first piece of one: it is asked only of keep-alive streams, with their history.
+pub fn at_boundary(socket: &Socket) -> bool {
+    if socket.rqueue > 0 {
+        return false;
+    }
+    if matches!(
+        socket.state,
+        TcpState::FinWait1
+            | TcpState::FinWait2
+            | TcpState::LastAck
+            | TcpState::Closing
+            | TcpState::TimeWait
+    ) {
+        return true;
+    }
+    let Some(info) = socket.info else {
+        return false;
+    };
+    if info.notsent_bytes.unwrap_or(0) > BOUNDARY_NOTSENT {
+        return false;
+    }
+    if socket.wqueue > 0 {
+        return true;
+    }
+    info.last_data_sent_ms < info.last_data_recv_ms
+        || (info.last_data_sent_ms == info.last_data_recv_ms
+            && info.last_ack_recv_ms < info.last_data_recv_ms)
+}
+
 /// One connection held by an observed process.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Connection {
     pub socket: Socket,
     pub activity: Activity,
+    /// A keep-alive stream at a request boundary (an [`Observer`]'s finding; [`observe`]
+    /// alone has no history and never says so).
+    pub stream: bool,
+}
+
+/// What an [`Observer`] remembers of one connection between its looks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Seen {
+    /// Bytes received and bytes written by the server (acknowledged or not), at the last look.
+    received: u64,
+    written: u64,
+    /// At how many looks its client had sent since the look before.
+    sends: u32,
+}
+
+/// Bytes received, and bytes the server wrote (acknowledged, plus in its queue).
+fn counters(socket: &Socket) -> Option<(u64, u64)> {
+    let info = socket.info?;
+    Some((
+        info.bytes_received?,
+        info.bytes_acked?.saturating_add(u64::from(socket.wqueue)),
+    ))
 }
 
 /// The connections a set of processes holds on graceful-run's listeners' ports.
@@ -207,15 +299,28 @@ pub struct Observation {
 }
 
 impl Observation {
+    /// Busy connections, keep-alive streams at a request boundary excepted.
     pub fn busy(&self) -> usize {
         self.connections
             .iter()
-            .filter(|c| c.activity.is_busy())
+            .filter(|c| c.activity.is_busy() && !c.stream)
+            .count()
+    }
+
+    /// Keep-alive streams at a request boundary (see the module doc) that would be busy
+    /// otherwise.
+    pub fn streams(&self) -> usize {
+        self.connections
+            .iter()
+            .filter(|c| c.activity.is_busy() && c.stream)
             .count()
     }
 
     pub fn idle(&self) -> usize {
-        self.connections.len() - self.busy()
+        self.connections
+            .iter()
+            .filter(|c| !c.activity.is_busy())
+            .count()
     }
 
     /// How many connections per [`Activity::reason`], busy ones first.
@@ -323,6 +428,7 @@ pub fn observe(pids: &[i32], listeners: &[SocketAddr], grace: Duration) -> io::R
         .map(|socket| Connection {
             activity: classify(&socket, grace),
             socket,
+            stream: false,
         })
         .collect();
     Ok(Observation { connections })
@@ -336,6 +442,9 @@ pub fn observe(pids: &[i32], listeners: &[SocketAddr], grace: Duration) -> io::R
 ///
 /// A socket inode the dump did not show on the listeners' ports (a unix socket, an outgoing
 /// connection) is remembered as not ours, so that it does not cause a dump every time.
+///
+/// It also keeps each connection's byte counters from one look to the next, to tell
+/// keep-alive streams (see the module doc): its first look is the drain's first look.
 pub struct Observer {
     listeners: Vec<SocketAddr>,
     grace: Duration,
@@ -343,6 +452,8 @@ pub struct Observer {
     known: HashMap<u64, (SocketAddr, SocketAddr, u64)>,
     /// Socket inodes that are not connections on the listeners' ports.
     others: HashSet<u64>,
+    /// Per connection (by cookie): its counters at the last look.
+    seen: HashMap<u64, Seen>,
     /// How many dumps and lookups this observer made (for its cost).
     pub dumps: u64,
     pub lookups: u64,
@@ -355,6 +466,7 @@ impl Observer {
             grace,
             known: HashMap::new(),
             others: HashSet::new(),
+            seen: HashMap::new(),
             dumps: 0,
             lookups: 0,
         }
@@ -411,13 +523,41 @@ impl Observer {
                     .collect()
             }
         };
+        let mut seen = HashMap::with_capacity(sockets.len());
         let connections = sockets
             .into_iter()
-            .map(|socket| Connection {
-                activity: classify(&socket, self.grace),
-                socket,
+            .map(|socket| {
+                let activity = classify(&socket, self.grace);
+                let mut stream = false;
+                if let Some((received, written)) = counters(&socket) {
+                    let now = match self.seen.get(&socket.cookie) {
+                        Some(before) => {
+                            let sent = received > before.received;
+                            let alone = !sent && written > before.written;
+                            let sends = before.sends + u32::from(sent);
+                            stream = sends >= 2 && !alone && at_boundary(&socket);
+                            Seen {
+                                received,
+                                written,
+                                sends,
+                            }
+                        }
+                        None => Seen {
+                            received,
+                            written,
+                            sends: 0,
+                        },
+                    };
+                    seen.insert(socket.cookie, now);
+                }
+                Connection {
+                    activity,
+                    socket,
+                    stream,
+                }
             })
             .collect();
+        self.seen = seen;
         Ok(Observation { connections })
     }
 }
@@ -591,5 +731,38 @@ mod tests {
         let mut no_info = connection(0, 0, info(0, 0, 0, 0));
         no_info.info = None;
         assert_eq!(classify(&no_info, GRACE), busy(Busy::Unknown));
+    }
+
+    #[test]
+    fn request_boundaries_of_a_keep_alive_stream() {
+        let with_ack = |mut i: TcpInfo, ack_ago| {
+            i.last_ack_recv_ms = ack_ago;
+            i
+        };
+        let cases = [
+            // The next request unread.
+            (connection(68, 0, info(680, 1710, 0, 0)), false),
+            // Read and being answered: the request carried the ACK of the last response.
+            (connection(0, 0, with_ack(info(748, 1710, 0, 0), 0)), false),
+            (connection(0, 0, with_ack(info(748, 1710, 4, 8), 4)), false),
+            // The response written, its ACK delayed by the client until its next request.
+            (connection(0, 171, with_ack(info(748, 1710, 0, 0), 0)), true),
+            // Acknowledged: sent in a later tick than it received...
+            (connection(0, 0, with_ack(info(748, 1881, 8, 4), 4)), true),
+            // ...or in the same tick, with a bare ACK in a later one.
+            (connection(0, 0, with_ack(info(748, 1881, 44, 44), 4)), true),
+            // More held back than Nagle would: a long response the client reads slowly.
+            (
+                connection(0, 300_000, {
+                    let mut i = info(748, 1710, 0, 0);
+                    i.notsent_bytes = Some(200_000);
+                    i
+                }),
+                false,
+            ),
+        ];
+        for (socket, expected) in cases {
+            assert_eq!(at_boundary(&socket), expected, "{socket:?}");
+        }
     }
 }

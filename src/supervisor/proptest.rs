@@ -644,6 +644,9 @@ impl Sim {
                     in_flight: 0,
                     busy: n,
                     idle: (self.rng.next() % 3) as u32,
+                    // Keep-alive streams at a request boundary, beside busy connections or
+                    // alone: they never hold a drain.
+                    streams: (self.rng.next() % 3) as u32,
                     blind: self.rng.chance(10),
                 })
             }

@@ -279,6 +279,7 @@ impl Steering {
                 Ok(seen) => {
                     activity.busy = seen.busy() as u32;
                     activity.idle = seen.idle() as u32;
+                    activity.streams = seen.streams() as u32;
                 }
                 Err(e) => {
                     debug!(

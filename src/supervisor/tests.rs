@@ -1269,6 +1269,42 @@ fn a_drain_ends_at_the_drain_timeout() {
     assert_eq!(run.w.now, t0 + Duration::from_secs(5));
 }
 
+/// Keep-alive streams at a request boundary (clients that keep sending requests, seen between
+/// a response and the next one) do not hold a drain: busy connections do, until they end.
+#[test]
+fn a_drain_ends_on_keep_alive_streams_at_a_request_boundary() {
+    let mut run = Run::started(steering(), 100);
+    run.ready(100);
+    run.w.pids.push_back(200);
+    run.signal(Signal::HUP, OUTSIDE);
+    run.ready(200);
+    let streams = |streams, busy| Activity {
+        busy,
+        idle: 1,
+        streams,
+        ..Activity::default()
+    };
+    run.w.observations.extend([streams(2, 1), streams(3, 0)]);
+    let actions = run.fire();
+    assert!(sent(&actions).is_empty(), "one is still busy: {actions:?}");
+    let actions = run.fire();
+    assert_eq!(
+        sent(&actions),
+        [
+            (To::Leader(100), Signal::TERM),
+            (To::Leader(100), Signal::CONT)
+        ]
+    );
+    let lines = logs(&actions);
+    assert!(
+        lines.iter().any(|l| l.contains("drained after")
+            && l.contains(
+                "ended on 3 keep-alive streams at a request boundary, 1 idle connection"
+            )),
+        "{lines:?}"
+    );
+}
+
 #[test]
 fn ctl_restart_wait_is_answered_after_the_steering_changed() {
     let mut run = Run::started(steering(), 100);

@@ -420,12 +420,28 @@ impl Ending {
             watch.look = Look::At(cx.now + watch.interval);
         }
         if watches.iter().all(|w| w.quiet) {
-            log!(
-                cx,
-                Info,
-                Subject::NONE,
-                "no busy connection left: sending the stop signal"
-            );
+            let streams: u32 = watches
+                .iter()
+                .filter_map(|w| w.last)
+                .map(|a| a.streams)
+                .sum();
+            if streams == 0 {
+                log!(
+                    cx,
+                    Info,
+                    Subject::NONE,
+                    "no busy connection left: sending the stop signal"
+                );
+            } else {
+                log!(
+                    cx,
+                    Info,
+                    Subject::NONE,
+                    "no busy connection left: sending the stop signal (ended on {streams} \
+                     keep-alive stream{} at a request boundary)",
+                    if streams == 1 { "" } else { "s" }
+                );
+            }
             return self.signal_stop(cx);
         }
         State::Ending(self)

@@ -339,16 +339,22 @@ pub struct Activity {
     /// Handshakes that were in flight when it was steered away, still not done.
     pub in_flight: u32,
     /// Connections its processes hold that are busy (a request unanswered, bytes unread or
-    /// unsent, just accepted).
+    /// unsent, just accepted), keep-alive streams at a request boundary excepted.
     pub busy: u32,
     /// Idle ones (keep-alive between requests).
     pub idle: u32,
+    /// Keep-alive streams at a request boundary: connections whose client sent new requests
+    /// during the drain, seen between a response and the next request (see `observe.rs`).
+    /// They never go idle by themselves, so they do not hold a drain: stopped now, the
+    /// server cuts no response it had begun.
+    pub streams: u32,
     /// Its processes' connections could not be looked at (not dumpable, another user's).
     pub blind: bool,
 }
 
 impl Activity {
-    /// Nothing left that its stop signal could cut.
+    /// Nothing left that its stop signal could cut, and nothing that waiting would end:
+    /// keep-alive streams at a request boundary do not count.
     pub fn quiet(&self) -> bool {
         self.queued == 0 && self.in_flight == 0 && self.busy == 0
     }

@@ -16,7 +16,10 @@
 //! accepted, or that exit on TERM with requests in flight: by the time they get it, nothing
 //! reaches them and nothing they hold is busy. The kernel has no event for "this connection
 //! went idle", so the looks come every [`OBSERVE_FIRST`], twice as far apart each time up to
-//! [`OBSERVE_MAX`], and only while a worker drains. Retirees exist in every state of the service (an old
+//! [`OBSERVE_MAX`], and only while a worker drains. Connections whose client keeps sending
+//! requests (keep-alive streams, [`Activity::streams`]) never go idle by themselves: seen
+//! between a response and the next request they do not hold the drain, since only the
+//! server can end them and waiting would only run `--drain-timeout` out. Retirees exist in every state of the service (an old
 //! generation still finishing its requests while a crash restart backs off, say) and nothing
 //! about them depends on which, so the states that can have them own a [`Retirees`] each.
 //!
@@ -219,6 +222,22 @@ impl Retiree {
     }
 }
 
+/// What a quiet look found, for the line that ends a drain: its idle connections, and the
+/// keep-alive streams it ended on (see [`Activity::streams`]).
+pub(super) fn connections(activity: &Activity) -> String {
+    let plural = |n: u32| if n == 1 { "" } else { "s" };
+    let idle = format!("{} idle connection{}", activity.idle, plural(activity.idle));
+    if activity.streams == 0 {
+        return idle;
+    }
+    format!(
+        "ended on {} keep-alive stream{} at a request boundary, {idle}: their clients keep \
+         sending requests, which only the server can end",
+        activity.streams,
+        plural(activity.streams)
+    )
+}
+
 /// Every retiree of the service.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(super) struct Retirees(Vec<Retiree>);
@@ -328,10 +347,9 @@ impl Retirees {
                 cx,
                 Info,
                 subject,
-                "drained after {} ({} idle connection{}{})",
+                "drained after {} ({}{})",
                 super::format_duration(cx.now.saturating_duration_since(since)),
-                activity.idle,
-                if activity.idle == 1 { "" } else { "s" },
+                connections(&activity),
                 if activity.blind {
                     "; its connections could not be looked at, only its queue"
                 } else {
