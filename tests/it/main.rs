@@ -14,6 +14,7 @@ mod handover;
 mod handover_edges;
 mod handover_servers;
 mod init;
+mod keepalive;
 mod languages;
 mod notify_cmd;
 mod readiness;
