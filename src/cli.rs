@@ -287,8 +287,9 @@ pub struct Cli {
     /// until that queue is empty, no handshake toward it is still in flight, and none of its
     /// connections is busy (unread or unsent bytes, a request waiting for its response,
     /// accepted moments ago with nothing received yet, or data sent less than 500 ms ago, as
-    /// between the pieces of a streamed response; an idle keep-alive connection is not busy),
-    /// at most this long. Then the stop signal, --stop-timeout and SIGKILL follow as
+    /// between the pieces of a streamed response; an idle keep-alive connection is not busy,
+    /// nor is one whose client keeps sending requests during the drain, once seen between a
+    /// response and its next request: it would never go idle), at most this long. Then the stop signal, --stop-timeout and SIGKILL follow as
     /// usual. A stop waits the same way after --drain-delay, for at most half of
     /// --stop-timeout (and at most this long): that wait counts against --stop-timeout, so
     /// that the whole stop still fits in --drain-delay + --stop-timeout and a server still

@@ -1,6 +1,7 @@
 // An HTTP server for graceful-run: it serves the listening socket on fd 3, says READY=1
 // through `graceful-run notify` (Node cannot send unix datagrams), and on TERM or INT stops
-// accepting, closes idle keep-alive connections and finishes the requests in flight.
+// accepting, finishes the requests in flight, answers each keep-alive connection's next
+// request with `Connection: close`, and closes the connections still idle a second later.
 //
 //   graceful-run -l 8080 --ready notify -- node server.js
 'use strict';
@@ -32,11 +33,15 @@ server.listen({ fd: 3 }, () => {
 });
 
 function stop() {
+  if (stopping) return;
   stopping = true;
-  // close() closes our fd (never shutdown(2): the next generation shares the socket) and
-  // calls back once every connection has ended; closeIdleConnections() ends the idle ones.
-  server.close(() => process.exit(0));
-  server.closeIdleConnections();
+  // net.Server's close() closes our fd (never shutdown(2): the next generation shares the
+  // socket) and calls back once every connection has ended. Not http.Server's: since Node 19
+  // it also closes idle keep-alive connections at once, just as a busy client sends its next
+  // request on one. Each connection's next response says `Connection: close` instead (see
+  // above); what is still idle a second later is closed then.
+  require('net').Server.prototype.close.call(server, () => process.exit(0));
+  setTimeout(() => server.closeIdleConnections(), 1000).unref();
 }
 process.on('SIGTERM', stop);
 process.on('SIGINT', stop);
