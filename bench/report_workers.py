@@ -30,12 +30,25 @@ def _balance(counts, total_workers=4):
     return f"{'/'.join(map(str, counts))} (max/mean {max(counts) / (sum(counts) / len(counts)):.2f})"
 
 
+GRACEFUL_NODE = "node, graceful stop"
+
+
+def _drain_cell(d):
+    """How the old workers' drains ended, from graceful-run's log."""
+    if not d:
+        return "–"
+    ms = d["drain_ms"]
+    spread = f"; {_med(ms):.0f} ms median, {max(ms):.0f} ms max" if ms else ""
+    return (f"{d['boundary']} at a request boundary, {d['quiet']} quiet, "
+            f"{d['timeout']} at --drain-timeout{spread}")
+
+
 def workers_section(raw):
     data = json.load(open(os.path.join(raw, WORKERS_JSON)))
     res = data["results"]
     modes = (("close", "new connections"), ("keepalive", "keep-alive"))
-    rows, thr_rows, bal_rows = [], [], []
-    gr_failed = {m: 0 for m, _ in modes}
+    rows, thr_rows, bal_rows, drain_rows = [], [], [], []
+    gr_failed = {}  # (server, mode) -> failed requests under graceful-run
     gr_restarts, peer_failed, mem_ok, gr_mem = 0, [], True, []
     slow = []
     for server, tools in res.items():
@@ -52,13 +65,14 @@ def workers_section(raw):
                 bound = steady + per_worker
                 ok_mem = m["peak_kib"] <= bound
                 if tool == "graceful-run":
-                    gr_failed[mode] += w["failed"]
+                    gr_failed[(server, mode)] = (w["failed"], m["restarts"])
                     gr_restarts += m["restarts"]
                     mem_ok = mem_ok and ok_mem
                     gr_mem.append(f"{server} {mode_label} {m['peak_kib'] / MIB:.1f} MiB ≤ "
                                   f"{bound / MIB:.1f}")
                     if times and _med(times) > 5:
                         slow.append((server, mode, _med(times)))
+                    drain_rows.append([label, mode_label, _drain_cell(m.get("drains"))])
                 else:
                     peer_failed.append(f"{tool} {w['failed']} in {m['restarts']} ({mode_label})")
                 parts = [f"{k} {w[k]}" for k in ("connect", "read", "write", "timeout", "non2xx")
@@ -75,72 +89,108 @@ def workers_section(raw):
                     f"{m['peak_kib'] / MIB:.1f} MiB (≤ {bound / MIB:.1f}: "
                     f"{'yes' if ok_mem else 'no'}), {m['max_processes']} processes at most",
                 ])
-            t1, t4 = r["throughput_1"], r["throughput_4"]
-            thr_rows.append([label, f"{t1['keepalive']:,.0f}", f"{t4['keepalive']:,.0f}",
-                             f"{t1['close']:,.0f}", f"{t4['close']:,.0f}"])
-            b = r["balance"]
-            bal_rows.append([label, _balance(b["close_requests"]),
-                             _balance(b["keepalive_connections"])])
+            if "throughput_1" in r:
+                t1, t4 = r["throughput_1"], r["throughput_4"]
+                thr_rows.append([label, f"{t1['keepalive']:,.0f}", f"{t4['keepalive']:,.0f}",
+                                 f"{t1['close']:,.0f}", f"{t4['close']:,.0f}"])
+            if "balance" in r:
+                b = r["balance"]
+                bal_rows.append([label, _balance(b["close_requests"]),
+                                 _balance(b["keepalive_connections"])])
     load = data["loadavg_start"], data.get("loadavg_end", ["?"] * 3)
+    per_load = data.get("per_load", False)
+    bound_text = (f"at most {data['bound_s']:.0f} s under each load"
+                  if per_load else f"at most {data['bound_s']:.0f} s in all")
+    base_text = (f"at most {data['baseline_bound_s']:.0f} s under each load"
+                 if per_load else f"at most {data['baseline_bound_s']:.0f} s in all")
     md = "## 12. Workers: rolling restarts of 4 workers under load\n\n"
     md += (
         "`bench/workers.py` (issue 17). A Node `http` server (`node server.js`, listening on "
         "fd 3 under graceful-run, on `PORT` under pm2) and a uvicorn app (`uvicorn --fd 3`; "
         "under gunicorn, `-k uvicorn.workers.UvicornWorker`), each answering its own pid, run "
         "as 4 workers: `graceful-run -w 4` (defaults: --max-surge 1, --max-unavailable 0, "
-        "--handover steer, --ready auto), against `pm2 start -i 4` + `pm2 reload` for Node "
-        "and `gunicorn -w 4` + HUP for uvicorn, in the same run. The restarts run under one "
-        "wrk load, then under the other (1 thread, 16 connections, 5 s timeout): first "
-        "`Connection: close` (a new connection per request), then keep-alive. graceful-run "
-        f"is asked for {data['restarts_asked']} rolling restarts under each load "
-        f"(`ctl restart --wait` in a loop, at most {data['bound_s'] * 0.6:.0f} s and "
-        f"{data['bound_s'] * 0.4:.0f} s), the baselines for {data['baseline_restarts_asked']} "
-        f"(at most {data['baseline_bound_s'] * 0.6:.0f} s and "
-        f"{data['baseline_bound_s'] * 0.4:.0f} s), so that the figure fits in minutes; the "
-        "table says how many ran. A failed request is anything wrk counts as an error: "
-        "connect, read, write, timeout, or a non-2xx answer. The rollout time is `ctl "
-        "restart --wait`'s, `pm2 reload`'s, and for gunicorn from HUP until none of the old "
-        "workers is left. Memory is VmRSS summed over every process below the tool "
-        "(graceful-run's workers; pm2's daemon's workers; gunicorn's master and workers), "
-        "sampled every 20 ms: the steady state is the median over 3 s under the same load "
-        "before the first restart and over 3 s after the last, the peak the largest sum "
-        "during the restarts, and the target the larger steady state plus one worker (the "
-        "surge).\n\n"
+        "--handover steer, --ready auto, --drain-timeout 30s), against `pm2 start -i 4` + "
+        "`pm2 reload` for Node and `gunicorn -w 4` + HUP for uvicorn, in the same run. The "
+        "Node app is the plain one a tutorial gives: it handles no signal, so on TERM (and on "
+        "pm2's INT) Node exits at once, as it does by default. Under graceful-run it runs a "
+        "second time (`node, graceful stop`) with the few lines a production Node app adds: "
+        "on TERM or INT it stops accepting, answers each keep-alive connection's next request "
+        "with `Connection: close` (Node then closes that connection after the response), and "
+        "closes what is still idle a second later (not with `http.Server`'s `close()`, which "
+        "since Node 19 closes idle keep-alive connections at once; see below). The restarts "
+        "run under one wrk load, then under the other (1 thread, 16 connections, 5 s "
+        "timeout): first `Connection: close` (a new connection per request), then keep-alive. "
+        f"graceful-run is asked for {data['restarts_asked']} rolling restarts under each load "
+        f"(`ctl restart --wait` in a loop, {bound_text}), the baselines for "
+        f"{data['baseline_restarts_asked']} ({base_text}); the table says how many ran. A "
+        "failed request is anything wrk counts as an error: connect, read, write, timeout, or "
+        "a non-2xx answer. The rollout time is `ctl restart --wait`'s, `pm2 reload`'s, and for "
+        "gunicorn from HUP until none of the old workers is left. Memory is VmRSS summed over "
+        "every process below the tool (graceful-run's workers; pm2's daemon's workers; "
+        "gunicorn's master and workers), sampled every 20 ms: the steady state is the median "
+        "over 3 s under the same load before the first restart and over 3 s after the last, "
+        "the peak the largest sum during the restarts, and the target the larger steady state "
+        "plus one worker (the surge).\n\n"
     )
     md += _table(["server, tool", "load", "rolling restarts", "failed requests",
                   "rollout time, median [min–max]", "steady RSS, before / after",
                   "peak RSS during the rollouts"], rows)
-    ka, nc = gr_failed["keepalive"], gr_failed["close"]
-    if ka or slow:
-        drain_timeouts = sum(
-            sum("still busy after --drain-timeout" in line for line in tools["graceful-run"]
-                .get("log", []))
-            for tools in res.values() if "graceful-run" in tools)
+    if drain_rows:
         md += (
-            f"\n**Keep-alive load.** Under graceful-run, {nc} requests failed on new "
-            f"connections and {ka} on keep-alive connections. wrk sends a keep-alive "
-            "connection's next request the moment the previous answer arrives, and those "
-            "connections stay with the old worker after the steering change (steering moves "
-            "new connections only), so the old worker's connections are busy at nearly every "
-            "look and its drain lasts until a look happens to fall between two requests on "
-            "every connection, or until --drain-timeout (30 s) runs out (graceful-run logged "
-            f"'still busy after --drain-timeout' {drain_timeouts} times). "
-            + ("That is what makes these rollouts slow: "
-               + ", ".join(f"{srv} {t:.0f} s" for srv, mode, t in slow if mode == "keepalive")
-               + " at the median. "
-               if any(mode == "keepalive" for _, mode, _ in slow) else "")
-            + "When the stop signal comes, what is in flight can be cut: Node's default on "
-            "TERM is to exit at once, uvicorn's shutdown closes each keep-alive connection "
-            "after its answer, and wrk, which may have sent the next request on it already "
-            "and never retries, counts a read error (HTTP/1.1 lets a client retry an "
-            "idempotent request on a keep-alive connection the server closed, and browsers "
-            "and proxies do). Losing nothing there needs the server to answer its last "
-            "request with `Connection: close` before exiting, which graceful-run cannot do "
-            "from outside.\n"
+            "\n**How the old workers' drains ended** (graceful-run's log: one line per old "
+            "worker): quiet (no busy connection left), at a request boundary (every "
+            "connection left was idle or a keep-alive stream between a response and its "
+            "next request), or at --drain-timeout; and how long they took:\n\n"
         )
+        md += _table(["server, tool", "load", "drains"], drain_rows)
+
+    def failed(server, mode):
+        return gr_failed.get((server, mode), (0, 0))
+
+    nc = sum(f for (srv, mode), (f, _) in gr_failed.items() if mode == "close")
+    plain = [(srv, *failed(srv, "keepalive")) for srv in res
+             if srv != GRACEFUL_NODE and (srv, "keepalive") in gr_failed]
+    ka_plain = sum(f for _, f, _ in plain)
+    ka_graceful, graceful_rollouts = failed(GRACEFUL_NODE, "keepalive")
+    has_graceful = (GRACEFUL_NODE, "keepalive") in gr_failed
+    md += (
+        "\n**Keep-alive load.** wrk sends a keep-alive connection's next request the moment "
+        "the previous answer arrives, and those connections stay with the old worker after "
+        "the steering change (steering moves new connections only), so they never go idle "
+        "and waiting for them would only run --drain-timeout out (before graceful-run told "
+        "keep-alive streams apart, each old worker's drain did, and a rollout under this "
+        "load took 65 s). graceful-run keeps each connection's byte counts between its looks: a "
+        "connection whose client sent new requests during the drain is a keep-alive stream, "
+        "and once every connection left is idle or such a stream between a response and its "
+        "next request (nothing unread, the server wrote after the client's last data), the "
+        "drain ends and the stop signal goes (src/observe.rs, \"Keep-alive streams\"). "
+        "A server that exits at once at that instant cuts no response it had begun. But a "
+        "keep-alive stream can only be ended gracefully by the server, and what each server "
+        "does at its stop signal decides the rest: "
+        + "; ".join(f"{srv} {f} failed in {n} rollouts" for srv, f, n in plain)
+        + (f"; {GRACEFUL_NODE} {ka_graceful} in {graceful_rollouts}" if has_graceful else "")
+        + ". The plain Node app exits at once, so the kernel closes each of its connections; "
+        "uvicorn's shutdown closes its idle keep-alive connections at once (and the others "
+        "after their answer). Either way a connection is closed just as wrk sends its next "
+        "request on it (or has sent it, in the moment between graceful-run's look and the "
+        "signal), and wrk, which never retries, counts a read error: about one per "
+        "connection of each old worker. That is HTTP/1.1's inherent race: a server that "
+        "closes an idle keep-alive connection cannot know that a request is on its way. "
+        "RFC 9112 §9.3.1 lets a client retry a request that got no response on a connection "
+        "that closed (at least an idempotent one), and browsers, HTTP client libraries and "
+        "proxies do; wrk does not. A server that cooperates loses nothing: the graceful "
+        "stop answers each connection's next request with `Connection: close`, which wrk "
+        "honours by opening a new connection (to a new worker)"
+        + (f" ({ka_graceful} failed in {graceful_rollouts} rollouts)" if has_graceful else "")
+        + ". pm2 (the same plain app, stopped with INT) and gunicorn lose requests under the "
+        "same load too (table above).\n"
+    )
     slow_close = [(srv, t) for srv, mode, t in slow if mode == "close"]
     if slow_close:
         def count(srv, text):
+            counts = res[srv]["graceful-run"].get("log_counts")
+            if counts is not None:
+                return counts.get(text, 0)
             return sum(text in line for line in res[srv]["graceful-run"].get("log", []))
         md += (
             "\n**Slow rollouts under new connections**: "
@@ -150,12 +200,12 @@ def workers_section(raw):
                 f"times and 'not waiting for connections ... 5s after it started' "
                 f"{count(srv, 'not waiting for connections')} times"
                 for srv, t in slow_close)
-            + " (over both loads). On the loaded machine a new worker takes seconds to reach "
-            "its accept loop (uvicorn's Python imports), and the looks in /proc that "
-            "`--ready auto` uses to see it waiting time out and are retried with a backoff; "
-            "each of the 4 workers of a rollout waits for that in turn (--max-surge 1). The "
-            "second warning suggests a server that binds its own port, which uvicorn does "
-            "not do here: it was only slow.\n"
+            + " (over both loads). On the loaded machine a new worker takes "
+            "seconds to reach its accept loop (uvicorn's Python imports), and the looks in "
+            "/proc that `--ready auto` uses to see it waiting time out and are retried with a "
+            "backoff; each of the 4 workers of a rollout waits for that in turn (--max-surge "
+            "1). The second warning suggests a server that binds its own port, which uvicorn "
+            "does not do here: it was only slow.\n"
         )
     md += (
         "\n**Throughput** (requests per second, wrk alone, 16 connections, 1 thread, "
@@ -201,12 +251,18 @@ def workers_section(raw):
         ("12. failed requests, rolling restarts of 4 workers, new connections (Node, uvicorn)",
          "0", f"{nc}", ", ".join(p for p in peer_failed if "new conn" in p),
          _verdict(nc == 0)),
-        ("12. failed requests, rolling restarts of 4 workers, keep-alive (Node, uvicorn)",
-         "0", f"{ka} ({gr_restarts} rollouts in all)",
-         ", ".join(p for p in peer_failed if "keep-alive" in p), _verdict(ka == 0)),
-        ("12. peak RSS during rollouts", "≤ steady + 1 worker", "; ".join(gr_mem), "",
-         _verdict(mem_ok)),
+        ("12. failed requests, rolling restarts of 4 workers, keep-alive, servers as they are "
+         "(Node exiting at once, uvicorn; wrk never retries)",
+         "0", ", ".join(f"{srv} {f} in {n}" for srv, f, n in plain),
+         ", ".join(p for p in peer_failed if "keep-alive" in p), _verdict(ka_plain == 0)),
     ]
+    if has_graceful:
+        summary.append(
+            ("12. failed requests, rolling restarts of 4 workers, keep-alive, Node with a "
+             "graceful stop (Connection: close after TERM)",
+             "0", f"{ka_graceful} in {graceful_rollouts}", "", _verdict(ka_graceful == 0)))
+    summary.append(("12. peak RSS during rollouts", "≤ steady + 1 worker", "; ".join(gr_mem),
+                    "", _verdict(mem_ok)))
     return md, summary
 
 

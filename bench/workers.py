@@ -2,6 +2,11 @@
 """Figure 12 (issue 17): four workers of a Node `http` server and of a uvicorn app under wrk,
 with graceful-run -w 4 against pm2 cluster mode (pm2 reload) and gunicorn -w 4 (HUP).
 
+The Node app runs twice under graceful-run: as it is (Node's default on TERM or INT: exit at
+once), and with the few lines a production app adds to stop gracefully (on TERM or INT: stop
+accepting, answer each keep-alive connection's next request with `Connection: close`, close
+what is still idle a second later), to show what the server's cooperation buys.
+
 For each server and tool, in one run:
 - failed requests over the rolling restarts, under two wrk instances at once: one opening a
   new connection per request (`Connection: close`), one keeping its connections alive;
@@ -37,6 +42,30 @@ const server = http.createServer((req, res) => {
 });
 if (process.env.LISTEN_FDS) server.listen({fd: 3});
 else server.listen(Number(process.env.PORT), '127.0.0.1');
+"""
+
+# The same app, with what a production Node app adds to stop gracefully. Not http.Server's
+# close(), which since Node 19 also closes idle keep-alive connections at once: a client that
+# sent its next request at that moment (wrk does, at once) would lose it.
+NODE_GRACEFUL_APP = r"""
+const http = require('http');
+const net = require('net');
+let stopping = false;
+const server = http.createServer((req, res) => {
+  if (stopping) res.setHeader('connection', 'close');
+  res.writeHead(200, {'content-type': 'text/plain'});
+  res.end(String(process.pid));
+});
+if (process.env.LISTEN_FDS) server.listen({fd: 3});
+else server.listen(Number(process.env.PORT), '127.0.0.1');
+function stop() {
+  if (stopping) return;
+  stopping = true;
+  net.Server.prototype.close.call(server, () => process.exit(0));
+  setTimeout(() => server.closeIdleConnections(), 1000).unref();
+}
+process.on('SIGTERM', stop);
+process.on('SIGINT', stop);
 """
 
 ASGI_APP = r"""
@@ -217,12 +246,15 @@ def balance(port, requests=800, keepalive_conns=32):
 class Tool:
     errlog = None
 
-    def log_lines(self):
+    def all_log_lines(self):
         try:
             with open(self.errlog.name) as f:
-                return f.read().splitlines()[-200:]
+                return f.read().splitlines()
         except (OSError, AttributeError):
             return []
+
+    def log_lines(self):
+        return self.all_log_lines()[-200:]
 
 
 class GracefulRun(Tool):
@@ -230,7 +262,8 @@ class GracefulRun(Tool):
 
     def __init__(self, args, server, port, workers, tmp):
         self.gr = args.graceful_run
-        cmd = [self.gr, "-q", "-w", str(workers), "-l", f"127.0.0.1:{port}", "--"] + server
+        # Not -q: the lines that end each drain are counted (one per old worker).
+        cmd = [self.gr, "-w", str(workers), "-l", f"127.0.0.1:{port}", "--"] + server
         self.errlog = open(os.path.join(tmp, f"gr-{port}.log"), "w")
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=self.errlog,
                                      start_new_session=True)
@@ -348,13 +381,47 @@ class Pm2(Tool):
 
 # ----- one measurement ----------------------------------------------------------------------
 
+DRAINED_RE = re.compile(r"drained after ([0-9a-z ]+?) \((.*)\)$")
+UNITS_MS = {"h": 3600e3, "m": 60e3, "min": 60e3, "s": 1e3, "ms": 1.0, "us": 1e-3, "µs": 1e-3,
+            "ns": 1e-6}
+
+
+def duration_ms(text):
+    """humantime's "1s 23ms" in milliseconds."""
+    total = 0.0
+    for number, unit in re.findall(r"(\d+)([a-zµ]+)", text):
+        total += int(number) * UNITS_MS.get(unit, 0.0)
+    return total
+
+
+def drains(lines):
+    """What graceful-run's log says of the drains in `lines`: how each ended, and how long
+    each took."""
+    out = {"boundary": 0, "quiet": 0, "timeout": 0, "drain_ms": [], "boundary_ms": []}
+    for line in lines:
+        if "still busy after --drain-timeout" in line:
+            out["timeout"] += 1
+        m = DRAINED_RE.search(line)
+        if m:
+            ms = duration_ms(m.group(1))
+            out["drain_ms"].append(ms)
+            if "keep-alive stream" in m.group(2):
+                out["boundary"] += 1
+                out["boundary_ms"].append(ms)
+            else:
+                out["quiet"] += 1
+    return out
+
+
 def rollouts(t, port, mode, restarts, bound_s, tmp):
     """Rolling restarts under one wrk load (16 connections, new or kept alive), with the
     summed RSS of the workers sampled before (3 s), during, and after them (3 s)."""
     r = {}
+    log_start = len(t.all_log_lines())
     sampler = Sampler(t.workers)
     sampler.start()
-    load = wrk(port, int(bound_s) + 20, mode == "close", 16, tmp)
+    # Past the bound by more than the last restart may take: it is ended below anyway.
+    load = wrk(port, int(bound_s) + 150, mode == "close", 16, tmp)
     time.sleep(3)  # the steady state under the same load
     sampler.phase = "rollout"
     times, failures = [], []
@@ -380,32 +447,41 @@ def rollouts(t, port, mode, restarts, bound_s, tmp):
     r["steady_after_kib"] = statistics.median([x for x, _ in after]) if after else 0
     r["peak_kib"] = max(x for x, _ in during) if during else 0
     r["max_processes"] = max((n for _, n in during), default=0)
+    if isinstance(t, GracefulRun):
+        r["drains"] = drains(t.all_log_lines()[log_start:])
     return r
 
 
-def measure(label, start, restarts, bound_s, tmp, throughput_s):
-    """Throughput at 1 and 4 workers, balance, then rolling restarts under new-connection
-    load and, separately, under keep-alive load."""
+def measure(label, start, restarts, bound_s, tmp, throughput_s, full=True):
+    """Throughput at 1 and 4 workers and balance (`full`), then rolling restarts under
+    new-connection load and, separately, under keep-alive load (`bound_s` seconds at most
+    each)."""
     result = {}
-    port = free_port()
-    t = start(port, 1)
-    try:
-        result["throughput_1"] = throughput(port, throughput_s, tmp)
-    finally:
-        t.stop()
+    if full:
+        port = free_port()
+        t = start(port, 1)
+        try:
+            result["throughput_1"] = throughput(port, throughput_s, tmp)
+        finally:
+            t.stop()
     port = free_port()
     t = start(port, 4)
     try:
-        result["throughput_4"] = throughput(port, throughput_s, tmp)
-        result["balance"] = balance(port)
+        if full:
+            result["throughput_4"] = throughput(port, throughput_s, tmp)
+            result["balance"] = balance(port)
         result["modes"] = {}
-        for mode, share in (("close", 0.6), ("keepalive", 0.4)):
-            result["modes"][mode] = rollouts(t, port, mode, restarts, bound_s * share, tmp)
+        for mode in ("close", "keepalive"):
+            result["modes"][mode] = rollouts(t, port, mode, restarts, bound_s, tmp)
             log(f"{label}, {mode}: {result['modes'][mode]['restarts']} restarts, "
                 f"{result['modes'][mode]['wrk']['failed']} failed")
     finally:
         t.stop()
-        result["log"] = t.log_lines()
+        lines = t.all_log_lines()
+        result["log"] = lines[-200:]
+        result["log_counts"] = {text: sum(text in line for line in lines) for text in (
+            "took longer than", "not waiting for connections",
+            "still busy after --drain-timeout")}
     return result
 
 
@@ -415,10 +491,11 @@ def main():
     ap.add_argument("--graceful-run", required=True)
     ap.add_argument("--venv", required=True, help="bin directory with uvicorn and gunicorn")
     ap.add_argument("--pm2", required=True)
-    ap.add_argument("--restarts", type=int, default=100)
-    ap.add_argument("--bound", type=int, default=120, help="seconds of restarts at most")
-    ap.add_argument("--baseline-restarts", type=int, default=20)
-    ap.add_argument("--baseline-bound", type=int, default=60)
+    ap.add_argument("--restarts", type=int, default=100, help="per load")
+    ap.add_argument("--bound", type=int, default=300,
+                    help="seconds of restarts at most, per load")
+    ap.add_argument("--baseline-restarts", type=int, default=100)
+    ap.add_argument("--baseline-bound", type=int, default=150)
     ap.add_argument("--throughput-seconds", type=int, default=4)
     args = ap.parse_args()
 
@@ -427,6 +504,9 @@ def main():
         node_js = os.path.join(tmp, "server.js")
         with open(node_js, "w") as f:
             f.write(NODE_APP)
+        node_graceful_js = os.path.join(tmp, "server-graceful.js")
+        with open(node_graceful_js, "w") as f:
+            f.write(NODE_GRACEFUL_APP)
         with open(os.path.join(tmp, "app.py"), "w") as f:
             f.write(ASGI_APP)
         node = shutil.which("node")
@@ -436,22 +516,26 @@ def main():
                 "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                 "restarts_asked": args.restarts, "bound_s": args.bound,
                 "baseline_restarts_asked": args.baseline_restarts,
-                "baseline_bound_s": args.baseline_bound, "results": {}}
+                "baseline_bound_s": args.baseline_bound, "per_load": True, "results": {}}
+        # (server, tool, restarts per load, seconds per load, start, with throughput)
         runs = [
             ("node", "graceful-run", args.restarts, args.bound,
-             lambda port, n: GracefulRun(args, [node, node_js], port, n, tmp)),
+             lambda port, n: GracefulRun(args, [node, node_js], port, n, tmp), True),
+            ("node, graceful stop", "graceful-run", args.restarts, args.bound,
+             lambda port, n: GracefulRun(args, [node, node_graceful_js], port, n, tmp), False),
             ("node", "pm2", args.baseline_restarts, args.baseline_bound,
-             lambda port, n: Pm2(args, node_js, port, n, tmp)),
+             lambda port, n: Pm2(args, node_js, port, n, tmp), True),
             ("uvicorn", "graceful-run", args.restarts, args.bound,
-             lambda port, n: GracefulRun(args, uvicorn, port, n, tmp)),
+             lambda port, n: GracefulRun(args, uvicorn, port, n, tmp), True),
             ("uvicorn", "gunicorn", args.baseline_restarts, args.baseline_bound,
-             lambda port, n: Gunicorn(args, tmp, port, n, tmp)),
+             lambda port, n: Gunicorn(args, tmp, port, n, tmp), True),
         ]
-        for server, tool, restarts, bound, start in runs:
-            log(f"{server} under {tool}: throughput, balance, up to {restarts} rollouts "
-                f"in {bound:.0f} s")
+        for server, tool, restarts, bound, start, full in runs:
+            log(f"{server} under {tool}: {'throughput, balance, ' if full else ''}up to "
+                f"{restarts} rollouts in {bound:.0f} s under each load")
             data["results"].setdefault(server, {})[tool] = measure(
-                f"{server} under {tool}", start, restarts, bound, tmp, args.throughput_seconds)
+                f"{server} under {tool}", start, restarts, bound, tmp, args.throughput_seconds,
+                full)
         data["loadavg_end"] = open("/proc/loadavg").read().split()[:3]
         with open(args.out, "w") as f:
             json.dump(data, f, indent=1)
