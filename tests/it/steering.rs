@@ -763,6 +763,95 @@ fn an_observer_dumps_only_when_a_new_socket_appears() {
     gr.wait_exit();
 }
 
+/// A keep-alive stream, step by step on one real connection held by this process: an
+/// `Observer` calls it a stream once its client sent at two looks since the first, and does
+/// not count it busy between a response and the next request; a request unread or being
+/// answered, and a response the server writes on its own since the last look, are busy.
+#[test]
+fn an_observer_tells_a_keep_alive_stream_at_a_request_boundary() {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("loopback");
+    let address = listener.local_addr().expect("bound");
+    let mut client = TcpStream::connect(address).expect("listens");
+    let (mut server, _) = listener.accept().expect("accepts");
+    let own = [std::process::id() as i32];
+    let wanted = inode(server.as_fd());
+    let mut observer = observe::Observer::new(&[address], LONG);
+    let mut look = |what: &str, busy: usize, streams: usize| {
+        let seen = observer.observe(&own).expect("observes itself");
+        let mine = observe::Observation {
+            connections: seen
+                .connections
+                .into_iter()
+                .filter(|c| c.socket.inode == wanted)
+                .collect(),
+        };
+        assert_eq!(
+            (mine.busy(), mine.streams()),
+            (busy, streams),
+            "{what}: {mine:?}"
+        );
+    };
+    let mut buffer = [0u8; 256];
+    // A request, answered a few ticks later (so that the response is the later event in
+    // the kernel's clock whatever the client's ACK does), and read by the client.
+    let exchange = |server: &mut TcpStream, client: &mut TcpStream| {
+        let mut buffer = [0u8; 256];
+        client.write_all(REQUEST).expect("sends");
+        std::thread::sleep(TICKS_APART);
+        let n = server.read(&mut buffer).expect("reads");
+        assert_eq!(n, REQUEST.len());
+        server.write_all(RESPONSE).expect("answers");
+        let mut got = [0u8; RESPONSE.len()];
+        client.read_exact(&mut got).expect("reads the response");
+    };
+    exchange(&mut server, &mut client);
+    look(
+        "the drain's first look: a connection that just answered",
+        1,
+        0,
+    );
+    exchange(&mut server, &mut client);
+    look("its client sent at one look since: not yet a stream", 1, 0);
+    exchange(&mut server, &mut client);
+    look(
+        "sent at two looks: a stream, between a response and its next request",
+        0,
+        1,
+    );
+
+    std::thread::sleep(TICKS_APART);
+    client.write_all(REQUEST).expect("sends");
+    poll_until("the request is in the server's queue", || {
+        sock_diag::dump(AddressFamily::Inet, States::CONNECTED, &[address.port()])
+            .expect("dumps")
+            .iter()
+            .any(|s| s.inode == wanted && s.rqueue > 0)
+    });
+    look("the next request unread", 1, 0);
+    let n = server.read(&mut buffer).expect("reads");
+    assert_eq!(n, REQUEST.len());
+    look("the request read, its response not written", 1, 0);
+    std::thread::sleep(TICKS_APART);
+    server
+        .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nok")
+        .expect("answers in part");
+    look(
+        "the server wrote on its own since the last look: a piece",
+        1,
+        0,
+    );
+    std::thread::sleep(TICKS_APART);
+    server.write_all(b"ok").expect("answers the rest");
+    let mut got = [0u8; RESPONSE.len() + 2];
+    client.read_exact(&mut got).expect("reads the response");
+    look("another piece", 1, 0);
+    look(
+        "nothing since: between a response and the next request",
+        0,
+        1,
+    );
+}
+
 // ----- handshakes in flight -------------------------------------------------------------------
 
 /// A handshake begun before steering changes completes into the member its SYN chose, not
