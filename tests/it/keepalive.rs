@@ -186,7 +186,10 @@ fn progress(gr: &Gr, load: &Streams, n: usize) {
     });
 }
 
-/// The drains so far that ended on keep-alive streams; none ran --drain-timeout out.
+/// The drains so far that ended on keep-alive streams (with a client that sends back to
+/// back, all of them but one whose look found every connection idle, as a client thread
+/// descheduled for half a second on a loaded machine leaves it); none ran --drain-timeout
+/// out.
 fn boundary_drains(gr: &Gr) -> usize {
     assert_eq!(
         lines_with(gr, &["still busy after --drain-timeout"]),
@@ -204,23 +207,21 @@ fn boundary_drains(gr: &Gr) -> usize {
     )
 }
 
-/// SIGHUP, then until the replaced generation drained on its keep-alive streams and is gone.
+/// SIGHUP, then until the replaced generation drained (before --drain-timeout: its line
+/// says after how long and on what) and is gone.
 fn restart_under_load(gr: &Gr, load: &Streams, generation: u64) {
-    let drains = boundary_drains(gr);
-    let gone = lines_with(gr, &[&format!("gen {generation} "), "by SIGTERM"])
-        + lines_with(gr, &[&format!("gen {generation} "), "exited"]);
+    let subject = format!("gen {generation} ");
+    let gone = || lines_with(gr, &[&subject, "by SIGTERM"]) + lines_with(gr, &[&subject, "exited"]);
+    let before = gone();
     progress(gr, load, 200);
     gr.signal(libc::SIGHUP);
     gr.poll_until(
         DRAIN_WAIT,
-        "the replaced generation drained at a request boundary, before --drain-timeout",
-        || (boundary_drains(gr) > drains).then_some(()),
+        "the replaced generation drained, before --drain-timeout",
+        || (lines_with(gr, &[&subject, "drained after"]) == 1).then_some(()),
     );
     gr.poll("the replaced generation is gone", || {
-        (lines_with(gr, &[&format!("gen {generation} "), "by SIGTERM"])
-            + lines_with(gr, &[&format!("gen {generation} "), "exited"])
-            > gone)
-            .then_some(())
+        (gone() > before).then_some(())
     });
 }
 
@@ -244,6 +245,7 @@ fn a_restart_under_keep_alive_load_drains_at_a_request_boundary() {
     }
     progress(&gr, &load, 200);
     let report = load.stop();
+    assert!(boundary_drains(&gr) >= 1, "{}", gr.output());
     assert!(report.pids.len() >= 3, "{report:?}\n{}", gr.output());
     gr.terminate_expecting_death_by(libc::SIGTERM);
 }
@@ -266,6 +268,7 @@ fn a_graceful_server_loses_nothing_under_keep_alive_load() {
     }
     progress(&gr, &load, 200);
     let report = load.stop();
+    assert!(boundary_drains(&gr) >= 1, "{}", gr.output());
     assert!(
         report.failed.is_empty(),
         "requests failed: {report:?}\n{}",
@@ -307,8 +310,8 @@ fn a_two_worker_rollout_under_keep_alive_load_drains_at_request_boundaries() {
             (lines_with(&gr, &["drained after"]) >= 2 * rollout).then_some(())
         });
         assert!(begun.elapsed() < DRAIN_WAIT, "{}", gr.output());
-        assert!(boundary_drains(&gr) >= rollout, "{}", gr.output());
     }
+    assert!(boundary_drains(&gr) >= 1, "{}", gr.output());
     progress(&gr, &load, 200);
     let report = load.stop();
     assert!(
