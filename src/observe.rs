@@ -80,7 +80,10 @@
 //! response it had begun; the client's next request finds the connection closed (RFC 9112
 //! §9.3.1 lets a client retry it; browsers and proxies do, wrk does not). What stays
 //! ambiguous: a stream whose latest request's response is written in pieces, seen at the first
-//! look after that request, between two pieces.
+//! look after that request, between two pieces; and a protocol that multiplexes requests on
+//! one connection (HTTP/2, gRPC) or a pipelining client, where the server may write one answer
+//! while others are still being worked on: such a server must stop gracefully (a GOAWAY, as
+//! Go's `http.Server.Shutdown` and gRPC's `GracefulStop` send).
 //!
 //! # Handshakes in flight
 //!
