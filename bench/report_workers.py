@@ -135,6 +135,20 @@ def workers_section(raw):
     md += _table(["server, tool", "load", "rolling restarts", "failed requests",
                   "rollout time, median [min–max]", "steady RSS, before / after",
                   "peak RSS during the rollouts"], rows)
+    short = [f"{srv} under {tool}, {label}: {r['modes'][mode]['restarts']} of "
+             f"{data['restarts_asked'] if tool == 'graceful-run' else data['baseline_restarts_asked']}"
+             for srv, tools in res.items() for tool, r in tools.items()
+             for mode, label in modes
+             if r["modes"][mode]["restarts"] + r["modes"][mode]["restart_failed_count"]
+             < (data["restarts_asked"] if tool == "graceful-run"
+                else data["baseline_restarts_asked"])]
+    if short:
+        md += (
+            "\nRan out of their time bound before the restarts asked for: "
+            + "; ".join(short)
+            + " (see their rollout times; under graceful-run a rollout is mostly the new "
+            "workers' start on this loaded machine, the drains below are short).\n"
+        )
     if drain_rows:
         md += (
             "\n**How the old workers' drains ended** (graceful-run's log: one line per old "
@@ -174,17 +188,33 @@ def workers_section(raw):
         "after their answer). Either way a connection is closed just as wrk sends its next "
         "request on it (or has sent it, in the moment between graceful-run's look and the "
         "signal), and wrk, which never retries, counts a read error: about one per "
-        "connection of each old worker. That is HTTP/1.1's inherent race: a server that "
+        "connection each time an old worker stops (16 connections; one reopened during a "
+        "rollout may land on an old worker not replaced yet and be cut again"
+        + "".join(f"; {srv} {f / n:.0f} per rollout" for srv, f, n in plain if n)
+        + "). That is HTTP/1.1's inherent race: a server that "
         "closes an idle keep-alive connection cannot know that a request is on its way. "
         "RFC 9112 §9.3.1 lets a client retry a request that got no response on a connection "
         "that closed (at least an idempotent one), and browsers, HTTP client libraries and "
         "proxies do; wrk does not. A server that cooperates loses nothing: the graceful "
         "stop answers each connection's next request with `Connection: close`, which wrk "
-        "honours by opening a new connection (to a new worker)"
+        "honours by opening a new connection, to a new worker"
         + (f" ({ka_graceful} failed in {graceful_rollouts} rollouts)" if has_graceful else "")
         + ". pm2 (the same plain app, stopped with INT) and gunicorn lose requests under the "
         "same load too (table above).\n"
     )
+    if not mem_ok:
+        most = max((r["modes"][mode]["max_processes"] for tools in res.values()
+                    for tool, r in tools.items() if tool == "graceful-run"
+                    for mode, _ in modes), default=0)
+        md += (
+            "\n**Peak memory over the target**: the peak is the largest of the 20 ms samples "
+            "over all the rollouts under one load (minutes, hundreds of new workers), the "
+            "steady state a median over 3 s; a Node worker's heap grows and shrinks with the "
+            "load (see the steady states before and after), so one sample of workers that "
+            "happened to be large at once can pass the bound. What the surge bounds, the "
+            f"number of workers alive, never exceeded {most} under graceful-run (4 plus "
+            "--max-surge 1).\n"
+        )
     slow_close = [(srv, t) for srv, mode, t in slow if mode == "close"]
     if slow_close:
         def count(srv, text):
