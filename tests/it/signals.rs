@@ -459,6 +459,36 @@ fn term_from_the_command_itself_is_ignored() {
     );
 }
 
+/// A signal that a process of the command's group sends to graceful-run is not forwarded
+/// back to the group: the sender is not a worker's main process, so only its process group
+/// tells (the executor reads it before the signal could be forwarded; no fast path skips
+/// that read for such a sender). A USR2 from outside, sent after it, is forwarded as usual
+/// and shows the USR1 was passed over, not late.
+#[test]
+fn signal_from_the_commands_group_is_not_echoed() {
+    let (marker, _cleanup) = marked();
+    // The main process traps both; a child of it (same group, another pid) sends USR1 to
+    // graceful-run ($PPID, expanded by the main shell) and stays alive, so that its group
+    // can still be read.
+    let script = format!(
+        "trap 'echo got USR1' USR1; trap 'echo got USR2' USR2; \
+         sh -c \"kill -USR1 $PPID; echo sent; exec sleep {marker}\" & \
+         while :; do wait; done"
+    );
+    let mut gr = Gr::start(&["--", "sh", "-c", &script]);
+    gr.wait_stdout("sent");
+    gr.wait_stderr("ignoring SIGUSR1 sent to graceful-run by a process of the command");
+    gr.signal(libc::SIGUSR2);
+    gr.wait_stdout("got USR2");
+    assert_eq!(
+        gr.stdout.count(|l| l.contains("got USR1")),
+        0,
+        "{}",
+        gr.output()
+    );
+    gr.terminate_expecting_death_by(libc::SIGTERM);
+}
+
 /// `--no-process-group` keeps the command in graceful-run's process group.
 #[test]
 fn no_process_group_shares_graceful_runs_group() {

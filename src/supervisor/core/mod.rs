@@ -256,11 +256,14 @@ fn signal_live(cx: &mut Cx, proc: &Proc, signal: Signal) {
 /// Forwards `signal`, as `--map-signal` translates it, to the workers in a role (`procs`)
 /// and to the retiring ones whose processes may still get it; `delivered`: the terminal
 /// already sent it to the command's group.
-fn forward(
+///
+/// Each `kill` goes out before its log line, and nothing is allocated on the way (`procs` is
+/// an iterator over the state, not a copy of it): the forwarding path is the latency users see.
+fn forward<'p>(
     cx: &mut Cx,
     signal: Signal,
     delivered: bool,
-    procs: &[Proc],
+    procs: impl IntoIterator<Item = &'p Proc>,
     retirees: &retire::Retirees,
 ) {
     if delivered {
@@ -279,16 +282,18 @@ fn forward(
         }
         crate::signal::Mapping::To(to) => to,
     };
+    let mut any = false;
     for proc in procs {
+        any = true;
+        signal_live(cx, proc, to);
         log!(
             cx,
             Debug,
             proc.subject(cx.several()),
             "forwarding {signal} as {to}"
         );
-        signal_live(cx, proc, to);
     }
-    let any = retirees.forward(cx, signal, to) || !procs.is_empty();
+    let any = retirees.forward(cx, signal, to) || any;
     if !any {
         log!(
             cx,
@@ -329,6 +334,13 @@ impl Core {
 
     /// Takes one event; returns what to do, in order.
     pub fn step(&mut self, now: Instant, event: Event) -> Vec<Action> {
+        self.advance(now, event).collect()
+    }
+
+    /// [`Core::step`] without an allocation: the actions are drained from the core's buffer,
+    /// which keeps its capacity for the next step (the dispatch loop's way, so that
+    /// forwarding a signal allocates nothing).
+    pub fn advance(&mut self, now: Instant, event: Event) -> std::vec::Drain<'_, Action> {
         if self.state != State::Done {
             self.handle(now, event);
             self.expire(now);
@@ -338,7 +350,7 @@ impl Core {
                 self.out.push(Action::ArmTimer(deadline));
             }
         }
-        std::mem::take(&mut self.out)
+        self.out.drain(..)
     }
 
     /// Whether graceful-run has decided to exit.

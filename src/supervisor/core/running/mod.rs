@@ -1029,8 +1029,7 @@ impl Running {
     }
 
     fn forward(&self, cx: &mut Cx, signal: Signal, delivered: bool) {
-        let procs: Vec<Proc> = self.procs().copied().collect();
-        super::forward(cx, signal, delivered, &procs, &self.retirees);
+        super::forward(cx, signal, delivered, self.procs(), &self.retirees);
     }
 
     pub fn on_control(mut self, cx: &mut Cx, client: u64, peer: Peer, command: Command) -> State {
