@@ -334,15 +334,30 @@ impl Core {
 
     /// Takes one event; returns what to do, in order.
     pub fn step(&mut self, now: Instant, event: Event) -> Vec<Action> {
-        self.advance(now, event).collect()
+        let mut actions: Vec<Action> = self.take(now, event).collect();
+        actions.extend(self.settle(now));
+        actions
     }
 
-    /// [`Core::step`] without an allocation: the actions are drained from the core's buffer,
-    /// which keeps its capacity for the next step (the dispatch loop's way, so that
-    /// forwarding a signal allocates nothing).
-    pub fn advance(&mut self, now: Instant, event: Event) -> std::vec::Drain<'_, Action> {
+    /// The first half of [`Core::step`]: the event's own actions. [`Core::settle`] must
+    /// follow, with the same `now`, before the next event.
+    ///
+    /// Split so that the dispatch loop carries out what the event asks (a forwarded signal's
+    /// `kill`) before the core works out what else is due: the core sees nothing of the
+    /// world in between, so the actions and their order are exactly [`Core::step`]'s. Both
+    /// halves drain the core's own buffer, which keeps its capacity: forwarding a signal
+    /// allocates nothing.
+    pub fn take(&mut self, now: Instant, event: Event) -> std::vec::Drain<'_, Action> {
         if self.state != State::Done {
             self.handle(now, event);
+        }
+        self.out.drain(..)
+    }
+
+    /// The second half of [`Core::step`]: whatever is due at `now`, whatever the event was,
+    /// and the timer set to the earliest deadline left.
+    pub fn settle(&mut self, now: Instant) -> std::vec::Drain<'_, Action> {
+        if self.state != State::Done {
             self.expire(now);
             let deadline = self.deadline();
             if deadline != self.armed {
