@@ -204,6 +204,12 @@ impl SignalReceiver {
             }
         }
     }
+
+    /// Gives back a signal that [`SignalReceiver::poll_next`] just returned, to be returned
+    /// first again (the loop takes something else before it).
+    pub fn put_back(&mut self, received: Received) {
+        self.queued.push_front(received);
+    }
 }
 
 /// What a signalfd record says, in the terms the supervisor uses (the same as signal-hook's

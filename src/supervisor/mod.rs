@@ -290,6 +290,17 @@ impl Executor<'_> {
                 // core handles whatever is due at every step).
                 let fair = *streak >= SIGNAL_STREAK;
                 if !fair && let Poll::Ready(received) = signals.poll_next(cx) {
+                    // A child's exit goes behind a datagram already queued: one of its own
+                    // processes may have sent it before exiting (READY=1, then exit), and the
+                    // core must learn them in that order. (Read from the readiness the
+                    // reactor saw, with no system call: the datagram's came before the
+                    // SIGCHLD's.)
+                    if received.signal == Signal::CHLD
+                        && let Poll::Ready((worker, message)) = poll_notify(held, cx)
+                    {
+                        signals.put_back(received);
+                        return Poll::Ready(Wake::Notify(worker, message));
+                    }
                     *streak = if polls == 1 { *streak + 1 } else { 0 };
                     return Poll::Ready(Wake::Signal(received));
                 }
