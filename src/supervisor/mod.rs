@@ -15,6 +15,10 @@
 //!   backoff, hook timeout, the look for a process waiting on its sockets while a generation
 //!   starts) and disarmed when there is none. An idle graceful-run sleeps in epoll_wait with
 //!   no timeout.
+//!
+//! Signals are looked at first, so that a forwarded one's `kill` waits for nothing else (see
+//! `next_event`: no allocation, no other source polled, the core's deadlines looked at after
+//! the `kill`); only a SIGCHLD goes behind a datagram already queued.
 
 pub mod core;
 #[cfg(test)]
