@@ -78,6 +78,8 @@ struct Script {
     /// Why looks could not see, one per look (none: they all could).
     blinds: VecDeque<Option<crate::accepting::Blind>>,
     descends: bool,
+    /// Looks that find nothing missing say it was through an accepted connection.
+    accepted: bool,
     /// What the next looks at a draining worker find; none left: quiet.
     observations: VecDeque<Activity>,
     /// How the next health checks start; none left: a probe.
@@ -149,6 +151,7 @@ impl World for Script {
                         missing: self.probes.pop_front().unwrap_or_default(),
                         blind: self.blinds.pop_front().flatten(),
                         itself: None,
+                        accepted: self.accepted,
                     },
                     Question::Descends { .. } => Answer::Descends(self.descends),
                     Question::Observe { .. } => {
@@ -187,6 +190,7 @@ impl Run {
                 probes: VecDeque::new(),
                 blinds: VecDeque::new(),
                 descends: false,
+                accepted: false,
                 observations: VecDeque::new(),
                 checks: VecDeque::new(),
                 spawned: Vec::new(),
