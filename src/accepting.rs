@@ -990,6 +990,76 @@ mod tests {
     }
 
     #[test]
+    fn a_connection_is_accepted_from_a_listener_on_its_local_address() {
+        let on = |local: &str, listener: &str| {
+            accepted_on(
+                local.parse().expect("an address"),
+                listener.parse().expect("an address"),
+            )
+        };
+        assert!(on("127.0.0.1:8080", "127.0.0.1:8080"));
+        assert!(on("127.0.0.2:8080", "0.0.0.0:8080"));
+        assert!(on("[::ffff:127.0.0.1]:8080", "[::]:8080"));
+        assert!(on("[::ffff:127.0.0.1]:8080", "127.0.0.1:8080"));
+        assert!(!on("127.0.0.2:8080", "127.0.0.1:8080"));
+        assert!(!on("127.0.0.1:40000", "0.0.0.0:8080"));
+    }
+
+    /// The only test of this process that calls [`seen`]: its tracker is the process's.
+    #[test]
+    fn only_a_connection_accepted_since_the_first_look_counts() {
+        use std::net::{TcpListener, TcpStream};
+        use std::os::fd::AsFd;
+        let listener = TcpListener::bind("127.0.0.1:0").expect("loopback binds");
+        let address = listener
+            .local_addr()
+            .expect("a bound listener has an address");
+        let inode = listener_inode(listener.as_fd()).expect("fstat works");
+        let wanted = [Wanted {
+            inode,
+            shared_tcp: Some(address),
+        }];
+        let scope = Scope::Tree(Pid::from_raw(std::process::id() as i32));
+        // Accepted before the first look: as by the old generation, then passed over.
+        let _early_client = TcpStream::connect(address).expect("the listener takes it");
+        let (_early, _) = listener.accept().expect("accept succeeds");
+        assert_eq!(
+            seen(scope, &wanted).expect("/proc is readable"),
+            Seen::default()
+        );
+        assert_eq!(
+            seen(scope, &wanted).expect("/proc is readable"),
+            Seen::default()
+        );
+        // A connection this process makes to the port: the listener's port is its peer's.
+        let _outgoing = TcpStream::connect(address).expect("the listener takes it");
+        assert_eq!(
+            seen(scope, &wanted).expect("/proc is readable"),
+            Seen::default()
+        );
+        // Accepted since the first look (the outgoing connection's other end).
+        let (_late, _) = listener.accept().expect("accept succeeds");
+        let found = seen(scope, &wanted).expect("/proc is readable");
+        assert_eq!(
+            found,
+            Seen {
+                waiting: Vec::new(),
+                accepted: vec![inode]
+            }
+        );
+        assert!(found.has(inode));
+        // Not for a listener of the generation's own (steered): no address to match.
+        let own = [Wanted {
+            inode,
+            shared_tcp: None,
+        }];
+        assert_eq!(
+            seen(scope, &own).expect("/proc is readable"),
+            Seen::default()
+        );
+    }
+
+    #[test]
     fn socket_links_give_inodes() {
         assert_eq!(socket_inode("socket:[12345]"), Some(12345));
         assert_eq!(socket_inode("pipe:[12345]"), None);
