@@ -91,7 +91,9 @@
 //! generation's first look records them), and any with a listener of the generation's own
 //! (steered: it gets no connection before the generation is ready, so a connection on its
 //! port came from elsewhere). What a `--user` server can fake this way it can fake anyway: it
-//! may add the listener to an epoll set and never accept, or say READY=1.
+//! may add the listener to an epoll set and never accept, or say READY=1. One that keeps
+//! opening new sockets costs a dump per look (a few milliseconds, at most 20 looks a second),
+//! only while it starts.
 //!
 //! Not seen: io_uring accepts (no syscall to look at while they wait) and servers that wait
 //! through a listener received over a unix socket by another process outside the scope.
@@ -492,11 +494,16 @@ fn accepted_from(
         // Each is either proof (kept in `proven`) or not: not dumped for again.
         tracker.others.extend(candidates);
     }
-    missing
+    let accepted: Vec<u64> = missing
         .iter()
         .map(|(inode, _)| *inode)
         .filter(|inode| tracker.proven.contains(inode))
-        .collect()
+        .collect();
+    if accepted.len() == missing.len() {
+        // Seen on every one: it is ready, nothing more to know of it.
+        trackers.swap_remove(index);
+    }
+    accepted
 }
 
 /// Whether a connection whose local address is `local` was accepted from a listener bound

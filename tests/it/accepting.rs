@@ -687,7 +687,38 @@ fn busy_workers_on_a_shared_socket_restart(
         "ctl status says how: {}",
         String::from_utf8_lossy(&status.stdout)
     );
+    print_look_costs(served, restarts + 1);
     load.stop()
+}
+
+/// What a look costs on a busy generation with a shared listener (printed, not asserted:
+/// timings belong to bench/): the first (it records the connections already on the port)
+/// and the next ones (each dumps the port when the workers hold connections not seen yet).
+fn print_look_costs(served: &Served, generation: u64) {
+    use graceful_run::accepting::{Wanted, seen};
+    let scope = Scope::Group(Pid::from_raw(served.gr.generation_pid(generation)));
+    let wanted = [Wanted {
+        inode: served.inode,
+        shared_tcp: Some(served.gr.inet_addr(0)),
+    }];
+    let mut costs = Vec::new();
+    let mut accepted = 0;
+    for _ in 0..20 {
+        let start = Instant::now();
+        let found = seen(scope, &wanted).expect("/proc is readable");
+        costs.push(start.elapsed());
+        accepted += usize::from(!found.accepted.is_empty());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut next = costs[1..].to_vec();
+    next.sort();
+    eprintln!(
+        "look on a busy generation, shared listener (this build): first {:?}, then median {:?}, \
+         max {:?}; {accepted} of 20 saw an accepted connection",
+        costs[0],
+        next[next.len() / 2],
+        next[next.len() - 1]
+    );
 }
 
 /// The bug found while measuring figure 11: with `--handover shared`, gunicorn's sync workers
