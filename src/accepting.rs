@@ -406,8 +406,11 @@ pub fn seen(scope: Scope, wanted: &[Wanted]) -> io::Result<Seen> {
 
 /// What is known of one starting generation's connections, from one look to the next.
 struct Tracker {
-    /// Its leader's pid and start time (a pid can be reused).
-    leader: (i32, u64),
+    /// Its leader's pid, and start time when the first look could read it (a pid can be
+    /// reused; not while it names a process group that has members, though, so a group
+    /// whose leader exited, a daemonized server, keeps its tracker).
+    leader: i32,
+    started: Option<u64>,
     /// The connections on the shared listeners' ports at its first look: accepted before
     /// it started (by an older generation), whoever holds them later.
     before: HashSet<u64>,
@@ -421,6 +424,7 @@ struct Tracker {
 /// One [`Tracker`] per generation that starts with shared listeners; only the look thread
 /// (one at a time) takes the lock.
 static TRACKERS: Mutex<Vec<Tracker>> = Mutex::new(Vec::new());
+const MAX_TRACKERS: usize = 64;
 
 /// Which of the `shared` listeners that are not in `waiting` a process of `scope` that holds
 /// it accepted a connection from (see the module docs). Empty when that cannot be known.
@@ -433,21 +437,25 @@ fn accepted_from(
     let leader = match scope {
         Scope::Group(pid) | Scope::Tree(pid) => pid.as_raw(),
     };
-    let Some(started) = start_time(leader) else {
-        return Vec::new();
-    };
-    let key = (leader, started);
+    let started = start_time(leader);
     let mut trackers = TRACKERS
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    // Those of generations whose leader is gone (ready ones are removed below).
-    trackers.retain(|t| t.leader == key || start_time(t.leader.0) == Some(t.leader.1));
+    // Those of other generations whose leader is gone (ready ones are removed below), and
+    // one of an earlier process that had this pid.
+    trackers.retain(|t| {
+        if t.leader == leader {
+            t.started.is_none() || started.is_none() || t.started == started
+        } else {
+            start_time(t.leader) == t.started
+        }
+    });
     let missing: Vec<(u64, SocketAddr)> = shared
         .iter()
         .filter(|(inode, _)| !waiting.contains(inode))
         .copied()
         .collect();
-    let found = trackers.iter().position(|t| t.leader == key);
+    let found = trackers.iter().position(|t| t.leader == leader);
     let Some(index) = found.filter(|_| !missing.is_empty()) else {
         if let Some(index) = found {
             trackers.swap_remove(index);
@@ -455,8 +463,15 @@ fn accepted_from(
             // Its first look: what is on the ports now was not accepted by it. One dump.
             let addresses: Vec<SocketAddr> = shared.iter().map(|(_, a)| *a).collect();
             if let Ok(now) = crate::observe::dump_connections(&addresses) {
+                // A bound on what trackers of groups gone unnoticed (their leader gone at
+                // their first look) can hold. One evicted while its generation still starts
+                // only records a later set at its next look: it then counts less, not more.
+                if trackers.len() >= MAX_TRACKERS {
+                    trackers.remove(0);
+                }
                 trackers.push(Tracker {
-                    leader: key,
+                    leader,
+                    started,
                     before: now.iter().map(|s| s.inode).filter(|&i| i != 0).collect(),
                     others: HashSet::new(),
                     proven: Vec::new(),
