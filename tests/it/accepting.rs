@@ -640,12 +640,13 @@ fn a_daemonized_server_is_found_among_the_orphans() {
     assert!(stdout.contains("waiting after "), "{stdout}");
 }
 
-/// Slow clients for [`busy_workers_on_a_shared_socket_restart`]: four times the workers
-/// of both generations together (2 + 2), each request 100 ms, so that the shared accept queue
-/// holds about 12 connections at any moment and never empties: every `accept` of a worker
-/// returns at once, and no worker is ever caught waiting in accept, poll or select.
-const BUSY_CLIENTS: usize = 16;
-const BUSY_PATH: &str = "/slow?ms=100";
+/// Slow clients for [`busy_workers_on_a_shared_socket_restart`]: six times the workers of
+/// both generations together (2 + 2), each request 200 ms, so that the shared accept queue
+/// holds about 20 connections at any moment and never empties (the workers would need a
+/// second with every client starved to drain it): every `accept` of a worker returns at
+/// once, and no worker is ever caught waiting in accept, poll or select.
+const BUSY_CLIENTS: usize = 24;
+const BUSY_PATH: &str = "/slow?ms=200";
 
 /// Restarts `served` (a pre-fork server with two workers on a shared socket) `restarts`
 /// times under [`BUSY_CLIENTS`] slow clients: each `ctl restart --wait` succeeds, the new
