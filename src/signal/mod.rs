@@ -120,7 +120,9 @@ impl Signal {
 
     /// SIGRTMIN..=SIGRTMAX.
     pub fn is_realtime(self) -> bool {
-        rt_range().contains(&self.0)
+        // 1-31 first: no call into the C library for the classic signals (the forwarding
+        // path asks this of every signal).
+        self.0 > 31 && rt_range().contains(&self.0)
     }
 
     /// KILL and STOP cannot be caught, blocked or ignored.

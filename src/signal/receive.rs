@@ -39,6 +39,7 @@
 use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::task::{Context, Poll};
 
 use nix::libc;
 use tokio::io::unix::AsyncFd;
@@ -59,6 +60,8 @@ pub struct SignalReceiver {
     fd: AsyncFd<OwnedFd>,
     /// Read but not yet returned: one read takes up to [`BATCH`] records.
     queued: VecDeque<Received>,
+    /// Where the records are read to: zeroed once, not on every read.
+    buffer: [u8; RECORD * BATCH],
 }
 
 /// Records read with one `read(2)`: a burst (a terminal's Ctrl-C along with a CHLD) costs one
@@ -148,26 +151,29 @@ impl SignalReceiver {
         Ok(SignalReceiver {
             fd,
             queued: VecDeque::with_capacity(BATCH),
+            buffer: [0; RECORD * BATCH],
         })
     }
 
-    /// The next signal. Never returns None: the signalfd lives as long as the process.
-    ///
-    /// Cancel-safe: records read but not returned wait in `self.queued`; a future dropped
-    /// before its read has taken nothing.
-    pub async fn next(&mut self) -> Received {
+    /// The next signal, for the supervisor's loop; never ends: the signalfd lives as long as
+    /// the process. Records read but not yet returned wait in `self.queued`. The waker goes
+    /// into the fd's one reader slot (no waiter to link in and unlink on every wakeup, as the
+    /// `readable()` future does), and a signal costs one `read(2)`, which also tells, by
+    /// coming back short, that the queue is empty: no second read that fails with EAGAIN.
+    pub fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Received> {
         loop {
             if let Some(received) = self.queued.pop_front() {
-                return received;
+                return Poll::Ready(received);
             }
-            let mut guard = match self.fd.readable().await {
-                Ok(guard) => guard,
+            let mut guard = match self.fd.poll_read_ready(cx) {
+                Poll::Ready(Ok(guard)) => guard,
+                Poll::Pending => return Poll::Pending,
                 // The fd stays registered for the process's life: a failure here is a bug
                 // in the runtime; wait for the next readiness rather than spin.
-                Err(_) => continue,
+                Poll::Ready(Err(_)) => return Poll::Pending,
             };
-            let mut buffer = [0u8; RECORD * BATCH];
-            // SAFETY: read(2) into a local buffer of the given length.
+            let buffer = &mut self.buffer;
+            // SAFETY: read(2) into our own buffer of the given length.
             let read = unsafe {
                 libc::read(
                     guard.get_inner().as_raw_fd(),
@@ -197,6 +203,12 @@ impl SignalReceiver {
                 }
             }
         }
+    }
+
+    /// Gives back a signal that [`SignalReceiver::poll_next`] just returned, to be returned
+    /// first again (the loop takes something else before it).
+    pub fn put_back(&mut self, received: Received) {
+        self.queued.push_front(received);
     }
 }
 

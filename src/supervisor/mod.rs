@@ -15,6 +15,10 @@
 //!   backoff, hook timeout, the look for a process waiting on its sockets while a generation
 //!   starts) and disarmed when there is none. An idle graceful-run sleeps in epoll_wait with
 //!   no timeout.
+//!
+//! Signals are looked at first, so that a forwarded one's `kill` waits for nothing else (see
+//! `next_event`: no allocation, no other source polled, the core's deadlines looked at after
+//! the `kill`); only a SIGCHLD goes behind a datagram already queued.
 
 pub mod core;
 #[cfg(test)]
@@ -27,6 +31,8 @@ mod triggers;
 
 use std::collections::BTreeMap;
 use std::os::fd::RawFd;
+use std::pin::Pin;
+use std::task::Poll;
 use std::time::Instant;
 
 use nix::unistd::Pid;
@@ -91,7 +97,15 @@ struct Executor<'a> {
     proc_is_ours: bool,
     own_pid: i32,
     held: BTreeMap<WorkerId, Held>,
-    timer: Option<Instant>,
+    /// The one timer, at the core's earliest deadline: made once and moved when the deadline
+    /// moves (not made and registered again on every wakeup), dropped when there is none, so
+    /// that it cannot wake the loop for nothing.
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// Signals taken back to back without the loop sleeping (see `next_event`).
+    signal_streak: u32,
+    /// PID 1 leads its session, so its process group is 1 for good (see `group_of`); known
+    /// from the first signal PID 1 sends.
+    init_leads_session: Option<bool>,
     /// `graceful-run ctl`'s socket; None when it could not be bound (the service runs on).
     control: Option<control::Server>,
     started: Instant,
@@ -208,6 +222,8 @@ impl<'a> Supervisor<'a> {
             own_pid: std::process::id() as i32,
             held: BTreeMap::new(),
             timer: None,
+            signal_streak: 0,
+            init_leads_session: None,
             notify_dir: None,
             notify_abstract: false,
             status_asked: Vec::new(),
@@ -260,21 +276,59 @@ impl Executor<'_> {
         if let Some(event) = self.pending_reap() {
             return Some(event);
         }
-        let held = &self.held;
-        let control = &mut self.control;
-        let deadline = self.timer;
-        let triggers = &mut self.triggers;
-        let steering = &mut self.steering;
-        let wake = tokio::select! {
-            event = triggers.next(steering) => Wake::Trigger(event),
-            received = self.signals.next() => Wake::Signal(received),
-            (worker, message) = std::future::poll_fn(|cx| poll_notify(held, cx)) => {
-                Wake::Notify(worker, message)
-            }
-            (client, request) = std::future::poll_fn(|cx| poll_control(control, cx)) => {
-                Wake::Control(client, request)
-            }
-            () = sleep_until(deadline), if deadline.is_some() => Wake::Timer,
+        let wake = {
+            let held = &self.held;
+            let control = &mut self.control;
+            let signals = &mut self.signals;
+            let timer = &mut self.timer;
+            let streak = &mut self.signal_streak;
+            let mut triggers = std::pin::pin!(self.triggers.next(&mut self.steering));
+            let mut polls = 0u32;
+            std::future::poll_fn(move |cx| {
+                polls += 1;
+                // Signals first (a signal's latency to the command is what users see):
+                // when one wakes the loop, nothing else is polled before its `kill`.
+                // Unless signals were taken back to back STREAK times without the loop
+                // ever sleeping: then the other sources get the first look once, so that a
+                // flood of signals cannot starve them (deadlines are safe either way, the
+                // core handles whatever is due at every step).
+                let fair = *streak >= SIGNAL_STREAK;
+                if !fair && let Poll::Ready(received) = signals.poll_next(cx) {
+                    // A child's exit goes behind a datagram already queued: one of its own
+                    // processes may have sent it before exiting (READY=1, then exit), and the
+                    // core must learn them in that order. (Read from the readiness the
+                    // reactor saw, with no system call: the datagram's came before the
+                    // SIGCHLD's.)
+                    if received.signal == Signal::CHLD
+                        && let Poll::Ready((worker, message)) = poll_notify(held, cx)
+                    {
+                        signals.put_back(received);
+                        return Poll::Ready(Wake::Notify(worker, message));
+                    }
+                    *streak = if polls == 1 { *streak + 1 } else { 0 };
+                    return Poll::Ready(Wake::Signal(received));
+                }
+                *streak = 0;
+                if let Poll::Ready((worker, message)) = poll_notify(held, cx) {
+                    return Poll::Ready(Wake::Notify(worker, message));
+                }
+                if let Poll::Ready((client, request)) = poll_control(control, cx) {
+                    return Poll::Ready(Wake::Control(client, request));
+                }
+                if let Poll::Ready(event) = triggers.as_mut().poll(cx) {
+                    return Poll::Ready(Wake::Trigger(event));
+                }
+                if let Some(sleep) = timer
+                    && sleep.as_mut().poll(cx).is_ready()
+                {
+                    return Poll::Ready(Wake::Timer);
+                }
+                if fair && let Poll::Ready(received) = signals.poll_next(cx) {
+                    return Poll::Ready(Wake::Signal(received));
+                }
+                Poll::Pending
+            })
+            .await
         };
         match wake {
             Wake::Signal(received) => self.on_signal(received),
@@ -282,13 +336,27 @@ impl Executor<'_> {
             Wake::Control(client, request) => self.on_control(client, request),
             Wake::Timer => match self.queued_notify() {
                 // Before the core judges a deadline: a datagram already queued came before it
-                // (select! picks among ready branches at random, and the reactor may not have
-                // looked at the socket yet). The timer stays armed and fires again at once
-                // if the core still wants it.
+                // (the reactor may not have looked at the socket yet). The timer stays armed
+                // and fires again at once if the core still wants it.
                 Some((worker, message)) => self.on_notify(worker, message),
                 None => Some(Event::Timer),
             },
             Wake::Trigger(event) => Some(event),
+        }
+    }
+
+    /// Sets the timer to the core's deadline (`None`: no timer).
+    fn arm(&mut self, deadline: Option<Instant>) {
+        match (deadline, &mut self.timer) {
+            (None, timer) => *timer = None,
+            (Some(deadline), Some(sleep)) => sleep
+                .as_mut()
+                .reset(tokio::time::Instant::from_std(deadline)),
+            (Some(deadline), timer) => {
+                *timer = Some(Box::pin(tokio::time::sleep_until(
+                    tokio::time::Instant::from_std(deadline),
+                )));
+            }
         }
     }
 
@@ -316,9 +384,7 @@ impl Executor<'_> {
             Some(pid) => Origin::Process {
                 pid,
                 pgid: if self.cfg.process_group && pid > 0 {
-                    nix::unistd::getpgid(Some(Pid::from_raw(pid)))
-                        .ok()
-                        .map(Pid::as_raw)
+                    self.group_of(pid)
                 } else {
                     None
                 },
@@ -326,6 +392,43 @@ impl Executor<'_> {
             None => Origin::Process { pid: 0, pgid: None },
         };
         Some(Event::Signal { signal, origin })
+    }
+
+    /// The process group of a signal's sender, which tells the core whether a process of the
+    /// command sent it (such a signal is never forwarded back to the group that sent it). It
+    /// must be read before the signal is forwarded, so it is on the path of every forwarded
+    /// signal: one `getpgid`, the only system call there besides the signalfd's `read` and
+    /// the `kill`.
+    ///
+    /// Skipped only where the answer is known for certain without asking:
+    /// - no sender pid (the kernel, a sender outside graceful-run's pid namespace, whose
+    ///   `ssi_pid` is 0, or a code that carries no sender): the caller asks nothing;
+    /// - PID 1 leading its own session (systemd, a container runtime's init, which all
+    ///   `setsid`): PID 1 is never reused while the namespace lives (the namespace, and
+    ///   graceful-run in it, end with it), and a session leader's group is its own pid for
+    ///   the rest of its life (`setpgid` refuses to move a session leader, `setsid` refuses a
+    ///   group leader), so once seen leading its session, PID 1's group is 1 for good.
+    ///   One `getsid` the first time PID 1 sends a signal.
+    ///
+    /// Not skipped for graceful-run's own parent, tempting as it is (the parent sends most
+    /// signals outside containers): a cached parent pid can be stale, the parent having died
+    /// and its pid been reused by a process of the command, and no event tells so without a
+    /// system call per signal (a pidfd's exit readiness can reach the loop after a signal the
+    /// new owner of the pid sent, both in one signalfd read; `PR_SET_PDEATHSIG`'s signal is
+    /// dequeued by number, not in order); and a parent in graceful-run's session may
+    /// `setpgid` itself into a worker's group. `getppid` would cost what `getpgid` does.
+    fn group_of(&mut self, pid: i32) -> Option<i32> {
+        if pid == 1 {
+            let leads = *self.init_leads_session.get_or_insert_with(|| {
+                nix::unistd::getsid(Some(Pid::from_raw(1))) == Ok(Pid::from_raw(1))
+            });
+            if leads {
+                return Some(1);
+            }
+        }
+        nix::unistd::getpgid(Some(Pid::from_raw(pid)))
+            .ok()
+            .map(Pid::as_raw)
     }
 
     /// The next reap collected and not yet reported.
@@ -522,7 +625,7 @@ impl Executor<'_> {
                 member,
                 diagnose,
             } => {
-                let (missing, blind) = self.probe(Pid::from_raw(pgid), member);
+                let (missing, blind, accepted) = self.probe(Pid::from_raw(pgid), member);
                 let _ = worker;
                 let itself = (diagnose && !missing.is_empty())
                     .then(|| {
@@ -531,7 +634,7 @@ impl Executor<'_> {
                             .steering
                             .stream_inodes(self.listeners, member)
                             .into_iter()
-                            .map(|(inode, _)| inode)
+                            .map(|(wanted, _)| wanted.inode)
                             .collect();
                         crate::observe::own_listener(scope, &ours)
                     })
@@ -540,6 +643,7 @@ impl Executor<'_> {
                     missing,
                     blind,
                     itself,
+                    accepted,
                 }
             }
             Question::Observe {
@@ -847,24 +951,30 @@ impl Executor<'_> {
     }
 
     /// The stream listeners no process of the worker waits on yet (their names), from /proc:
-    /// see `accepting`; and why its processes could not be seen, when they could not. The one
-    /// look graceful-run takes without an event, and only while a worker starts (the core
-    /// backs it off from `core::worker::PROBE_FIRST` to `PROBE_MAX`). It runs off this
-    /// thread, bounded (`accepting`).
-    fn probe(&self, pgid: Pid, member: Option<u32>) -> (Vec<String>, Option<accepting::Blind>) {
+    /// see `accepting`; why its processes could not be seen, when they could not; and
+    /// whether some listener was seen only through a connection accepted from it (a shared
+    /// one). The one look graceful-run takes without an event, and only while a worker
+    /// starts (the core backs it off from `core::worker::PROBE_FIRST` to `PROBE_MAX`). It
+    /// runs off this thread, bounded (`accepting`).
+    fn probe(
+        &self,
+        pgid: Pid,
+        member: Option<u32>,
+    ) -> (Vec<String>, Option<accepting::Blind>, bool) {
         let scope = steering::scope(self.cfg.process_group, pgid.as_raw());
         let stream_listeners = self.steering.stream_inodes(self.listeners, member);
-        let inodes: Vec<u64> = stream_listeners.iter().map(|(ino, _)| *ino).collect();
-        let (waited, blind) = match accepting::look(scope, &inodes) {
-            Ok(waited) => (waited, None),
-            Err(blind) => (Vec::new(), Some(blind)),
+        let wanted: Vec<accepting::Wanted> = stream_listeners.iter().map(|(w, _)| *w).collect();
+        let (seen, blind) = match accepting::look(scope, &wanted) {
+            Ok(seen) => (seen, None),
+            Err(blind) => (accepting::Seen::default(), Some(blind)),
         };
-        let missing = stream_listeners
+        let missing: Vec<String> = stream_listeners
             .into_iter()
-            .filter(|(ino, _)| !waited.contains(ino))
+            .filter(|(w, _)| !seen.has(w.inode))
             .map(|(_, name)| name)
             .collect();
-        (missing, blind)
+        let accepted = missing.is_empty() && !seen.accepted.is_empty();
+        (missing, blind, accepted)
     }
 
     fn upstream_send(&self, message: &core::Upstream) {
@@ -926,7 +1036,7 @@ impl driver::World for Executor<'_> {
                 }
             }
             Action::Upstream(message) => self.upstream_send(&message),
-            Action::ArmTimer(deadline) => self.timer = deadline,
+            Action::ArmTimer(deadline) => self.arm(deadline),
             Action::Reply {
                 client,
                 reply,
@@ -984,9 +1094,6 @@ fn poll_notify(
     std::task::Poll::Pending
 }
 
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(deadline) => tokio::time::sleep_until(tokio::time::Instant::from_std(deadline)).await,
-        None => std::future::pending().await,
-    }
-}
+/// Signals in a row, each already queued when the loop looked, before the other sources get
+/// the first look once.
+const SIGNAL_STREAK: u32 = 16;

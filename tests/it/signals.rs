@@ -459,6 +459,75 @@ fn term_from_the_command_itself_is_ignored() {
     );
 }
 
+/// A signal that a process of the command's group sends to graceful-run is not forwarded
+/// back to the group: the sender is not a worker's main process, so only its process group
+/// tells (the executor reads it before the signal could be forwarded; no fast path skips
+/// that read for such a sender). A USR2 from outside, sent after it, is forwarded as usual
+/// and shows the USR1 was passed over, not late.
+#[test]
+fn signal_from_the_commands_group_is_not_echoed() {
+    let (marker, _cleanup) = marked();
+    // The main process traps both; a child of it (same group, another pid) sends USR1 to
+    // graceful-run ($PPID, expanded by the main shell) and stays alive, so that its group
+    // can still be read.
+    let script = format!(
+        "trap 'echo got USR1' USR1; trap 'echo got USR2' USR2; \
+         sh -c \"kill -USR1 $PPID; echo sent; exec sleep {marker}\" & \
+         while :; do wait; done"
+    );
+    let mut gr = Gr::start(&["--", "sh", "-c", &script]);
+    gr.wait_stdout("sent");
+    gr.wait_stderr("ignoring SIGUSR1 sent to graceful-run by a process of the command");
+    gr.signal(libc::SIGUSR2);
+    gr.wait_stdout("got USR2");
+    assert_eq!(
+        gr.stdout.count(|l| l.contains("got USR1")),
+        0,
+        "{}",
+        gr.output()
+    );
+    gr.terminate_expecting_death_by(libc::SIGTERM);
+}
+
+/// The state letter of /proc/PID/stat (R, S, T, Z...), if the process is there.
+fn proc_state(pid: i32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat[stat.rfind(')')? + 1..].trim_start().chars().next()
+}
+
+/// READY=1 sent just before the command exits is taken before the exit, even when both wait
+/// for graceful-run at once: the loop takes signals first, but a queued datagram goes before
+/// a SIGCHLD (its sender may have sent it before exiting). graceful-run is stopped while the
+/// command notifies and exits, so both are there when it runs again.
+#[test]
+fn ready_sent_before_the_exit_is_taken_before_it() {
+    let dir = crate::support::TempDir::new("ready-exit");
+    let go = dir.join("go");
+    let script = format!(
+        "until [ -e '{}' ]; do sleep 0.01; done; exec '{}' notify --no-block READY=1",
+        go.display(),
+        graceful_run_bin().display()
+    );
+    let mut gr = Gr::start(&["--ready", "notify", "--", "sh", "-c", &script]);
+    let command = gr.generation_pid(1);
+    // SAFETY: kill(2) with integer arguments.
+    unsafe { libc::kill(gr.pid(), libc::SIGSTOP) };
+    gr.poll("graceful-run is stopped", || {
+        (proc_state(gr.pid()) == Some('T')).then_some(())
+    });
+    std::fs::write(&go, "").expect("the temp dir is writable");
+    // Exited and not reaped: graceful-run, stopped, has not seen it yet.
+    gr.poll("the command has exited", || {
+        (proc_state(command) == Some('Z')).then_some(())
+    });
+    // SAFETY: as above.
+    unsafe { libc::kill(gr.pid(), libc::SIGCONT) };
+    assert_eq!(code(gr.wait_exit()), Some(0), "{}", gr.output());
+    let ready = stderr_index(&gr, "ready after");
+    let exited = stderr_index(&gr, "exited with status 0");
+    assert!(ready < exited, "{}", gr.output());
+}
+
 /// `--no-process-group` keeps the command in graceful-run's process group.
 #[test]
 fn no_process_group_shares_graceful_runs_group() {

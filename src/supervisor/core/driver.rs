@@ -46,13 +46,27 @@ impl Answers {
 }
 
 /// Feeds `event` and every answer it leads to; the outcome once the core decided to exit.
+///
+/// Allocates nothing itself on the way of a signal to its `kill`: the first event is not
+/// queued (`answers` allocates only when a question is answered), and the actions are drained
+/// from the core's own buffer, which keeps its capacity from step to step. A step is taken in
+/// its two halves (`Core::take`, `Core::settle`), so that the event's actions are carried out
+/// before the core looks for deadlines due.
 pub fn dispatch(core: &mut Core, world: &mut impl World, event: Event) -> Option<Outcome> {
-    let mut answers = Answers(VecDeque::from([event]));
+    let mut answers = Answers(VecDeque::new());
+    let mut first = Some(event);
     let mut outcome = None;
-    while let Some(event) = answers.0.pop_front() {
+    while let Some(event) = first.take().or_else(|| answers.0.pop_front()) {
         let now = world.now();
         world.feeding(&event);
-        for action in core.step(now, event) {
+        // The event's own actions first (a forwarded signal's kill), then what is due.
+        for action in core.take(now, event) {
+            match action {
+                Action::Exit(exit) => outcome = Some(exit),
+                action => world.perform(action, &mut answers),
+            }
+        }
+        for action in core.settle(now) {
             match action {
                 Action::Exit(exit) => outcome = Some(exit),
                 action => world.perform(action, &mut answers),

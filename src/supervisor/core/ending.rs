@@ -657,8 +657,8 @@ impl Ending {
     }
 
     fn forward(&self, cx: &mut Cx, signal: Signal, delivered: bool) {
-        let serving: Vec<Proc> = self.serving().iter().map(|u| u.proc).collect();
-        super::forward(cx, signal, delivered, &serving, &self.retirees);
+        let serving = self.serving().iter().map(|u| &u.proc);
+        super::forward(cx, signal, delivered, serving, &self.retirees);
     }
 
     pub fn on_control(mut self, cx: &mut Cx, client: u64, peer: Peer, command: Command) -> State {

@@ -82,7 +82,7 @@ pub use ending::DUPLICATE_WINDOW;
 pub use protocol::*;
 pub use retire::KILL_GRACE;
 pub use running::{BACKOFF_CAP, MAX_MIN_SERVED, STABLE_AFTER};
-pub use worker::{PROBE_FAST_LOOKS, PROBE_FIRST, PROBE_MAX, PROBE_WARN_AFTER};
+pub use worker::{PROBE_FAST_LOOKS, PROBE_FIRST, PROBE_MAX, PROBE_WARN_AFTER, PROBE_WARN_LOOKS};
 
 use crate::exit::{ChildExit, NOT_READY, Outcome};
 use crate::log::{Level, Subject};
@@ -256,11 +256,14 @@ fn signal_live(cx: &mut Cx, proc: &Proc, signal: Signal) {
 /// Forwards `signal`, as `--map-signal` translates it, to the workers in a role (`procs`)
 /// and to the retiring ones whose processes may still get it; `delivered`: the terminal
 /// already sent it to the command's group.
-fn forward(
+///
+/// Each `kill` goes out before its log line, and nothing is allocated on the way (`procs` is
+/// an iterator over the state, not a copy of it): the forwarding path is the latency users see.
+fn forward<'p>(
     cx: &mut Cx,
     signal: Signal,
     delivered: bool,
-    procs: &[Proc],
+    procs: impl IntoIterator<Item = &'p Proc>,
     retirees: &retire::Retirees,
 ) {
     if delivered {
@@ -279,16 +282,18 @@ fn forward(
         }
         crate::signal::Mapping::To(to) => to,
     };
+    let mut any = false;
     for proc in procs {
+        any = true;
+        signal_live(cx, proc, to);
         log!(
             cx,
             Debug,
             proc.subject(cx.several()),
             "forwarding {signal} as {to}"
         );
-        signal_live(cx, proc, to);
     }
-    let any = retirees.forward(cx, signal, to) || !procs.is_empty();
+    let any = retirees.forward(cx, signal, to) || any;
     if !any {
         log!(
             cx,
@@ -329,8 +334,30 @@ impl Core {
 
     /// Takes one event; returns what to do, in order.
     pub fn step(&mut self, now: Instant, event: Event) -> Vec<Action> {
+        let mut actions: Vec<Action> = self.take(now, event).collect();
+        actions.extend(self.settle(now));
+        actions
+    }
+
+    /// The first half of [`Core::step`]: the event's own actions. [`Core::settle`] must
+    /// follow, with the same `now`, before the next event.
+    ///
+    /// Split so that the dispatch loop carries out what the event asks (a forwarded signal's
+    /// `kill`) before the core works out what else is due: the core sees nothing of the
+    /// world in between, so the actions and their order are exactly [`Core::step`]'s. Both
+    /// halves drain the core's own buffer, which keeps its capacity: forwarding a signal
+    /// allocates nothing.
+    pub fn take(&mut self, now: Instant, event: Event) -> std::vec::Drain<'_, Action> {
         if self.state != State::Done {
             self.handle(now, event);
+        }
+        self.out.drain(..)
+    }
+
+    /// The second half of [`Core::step`]: whatever is due at `now`, whatever the event was,
+    /// and the timer set to the earliest deadline left.
+    pub fn settle(&mut self, now: Instant) -> std::vec::Drain<'_, Action> {
+        if self.state != State::Done {
             self.expire(now);
             let deadline = self.deadline();
             if deadline != self.armed {
@@ -338,7 +365,7 @@ impl Core {
                 self.out.push(Action::ArmTimer(deadline));
             }
         }
-        std::mem::take(&mut self.out)
+        self.out.drain(..)
     }
 
     /// Whether graceful-run has decided to exit.

@@ -875,6 +875,7 @@ impl Running {
                 missing,
                 blind,
                 itself,
+                accepted,
             } => {
                 let found = self.slots.iter().position(|s| match s.state {
                     SlotState::Starting(Incoming::Booting(b))
@@ -889,7 +890,7 @@ impl Running {
                 });
                 match found.and_then(|i| self.take_boot(i).map(|b| (i, b))) {
                     Some((i, boot)) => {
-                        let booted = boot.probed(cx, missing, blind, itself);
+                        let booted = boot.probed(cx, missing, blind, itself, accepted);
                         self.booted(cx, i, booted)
                     }
                     None => State::Running(self),
@@ -1029,8 +1030,7 @@ impl Running {
     }
 
     fn forward(&self, cx: &mut Cx, signal: Signal, delivered: bool) {
-        let procs: Vec<Proc> = self.procs().copied().collect();
-        super::forward(cx, signal, delivered, &procs, &self.retirees);
+        super::forward(cx, signal, delivered, self.procs(), &self.retirees);
     }
 
     pub fn on_control(mut self, cx: &mut Cx, client: u64, peer: Peer, command: Command) -> State {
