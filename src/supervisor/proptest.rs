@@ -20,6 +20,9 @@
 //! - no main process is signalled after it was reaped, and no process group after a check
 //!   said it was empty (the answer counts from the moment it was given, so a signal later in
 //!   the same step counts too);
+//! - a look that finds busy connections (or a queue, or handshakes in flight) never ends a
+//!   drain: the worker looked at gets no signal in that step unless a deadline is due
+//!   (keep-alive streams at a request boundary are not busy: they never hold a drain);
 //! - O_NONBLOCK is never reset while any process that holds the listeners lives;
 //! - graceful-run's supervisor hears READY=1 only while a worker runs, and RELOADING=1 never
 //!   twice without an end in between;
@@ -175,6 +178,10 @@ struct Sim {
     slots: u32,
     /// More than one worker ran at some point (scaled up).
     several: bool,
+    /// Observe questions out: ticket -> the worker's main pid (its process group).
+    looks: BTreeMap<Ticket, i32>,
+    /// The event being fed is the answer to a look that found that worker not quiet.
+    busy_look: Option<i32>,
 }
 
 impl World for Sim {
@@ -186,6 +193,16 @@ impl World for Sim {
         if self.trace {
             eprintln!("> {event:?}");
         }
+        self.busy_look = match event {
+            Event::Answer {
+                ticket,
+                answer: Answer::Observed(activity),
+            } => self
+                .looks
+                .remove(ticket)
+                .filter(|_| activity.busy + activity.queued + activity.in_flight > 0),
+            _ => None,
+        };
         if matches!(event, Event::Strangers { .. }) {
             self.core_knows_stranger = true;
         }
@@ -207,10 +224,21 @@ impl World for Sim {
         }
         match action {
             Action::Ask { ticket, question } => {
+                if let Question::Observe { pgid, .. } = question {
+                    self.looks.insert(ticket, pgid);
+                }
                 let answer = self.answer(question, answers);
                 answers.push(Event::Answer { ticket, answer });
             }
             Action::Signal { target, signal } => {
+                if let (Some(busy), Target::Leader { pid: p, .. } | Target::Group { pgid: p, .. }) =
+                    (self.busy_look, target)
+                {
+                    assert!(
+                        p != busy || self.armed.is_some_and(|at| at <= self.now),
+                        "{signal} to {p} right after a look found it busy, no deadline due"
+                    );
+                }
                 let pids: Vec<i32> = match target {
                     Target::Leader { pid, .. } => {
                         assert!(
@@ -327,6 +355,8 @@ impl Sim {
             rng: Rng(seed | 1),
             now: Instant::now(),
             armed: None,
+            looks: BTreeMap::new(),
+            busy_look: None,
             procs: BTreeMap::new(),
             next_pid: 100,
             empty_groups: BTreeSet::new(),
