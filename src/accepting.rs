@@ -18,6 +18,9 @@
 //!   `select`/`pselect6` with it in the read set. The arrays live in the process's memory and
 //!   are read from the process's memory with `process_vm_readv` (root or the same user may).
 //!
+//! - **a connection it accepted** (`--handover shared` only): a process that holds a listener
+//!   every generation shares and a connection accepted from it (see below).
+//!
 //! The processes looked at are those of the generation's process group, or without one
 //! (`--no-process-group`) the leader and its descendants; every thread of each.
 //!
@@ -68,13 +71,39 @@
 //! `spawn`), so another thread holding a lock at fork time is harmless. Cost: one thread
 //! creation per look (tens of microseconds), only while a generation starts.
 //!
+//! # Seen accepting a connection
+//!
+//! With a listener that every generation shares (`--handover shared`, `,reuseport`, a kernel
+//! that refuses steering), a pre-fork server's workers (Starman, gunicorn's sync workers) under
+//! a saturating load are never caught waiting: the accept queue is never empty, so each
+//! `accept` returns at once and the workers spend their time serving. A process of the
+//! generation that holds the listener and a connection accepted from it has accepted, proof as
+//! good as a wait: [`seen`] then counts the listener as seen. A connection is "accepted from"
+//! the listener when its local address is the listener's (its port, and its address unless the
+//! listener's is a wildcard): one the process made *to* that port has it as its peer address
+//! instead. Found by joining the socket inodes the scan read in `/proc/PID/fd` anyway with a
+//! sock_diag dump of the connections on the listener's port (as `observe` does for draining),
+//! done only when a process that holds a shared listener not seen waited on holds a socket not
+//! ruled out before, so a server that waits at once costs nothing more.
+//!
+//! Not counted: a connection that was already on the port at the generation's first look (an
+//! fd passed over from the old generation, which accepted it before this one started: each
+//! generation's first look records them), and any with a listener of the generation's own
+//! (steered: it gets no connection before the generation is ready, so a connection on its
+//! port came from elsewhere). What a `--user` server can fake this way it can fake anyway: it
+//! may add the listener to an epoll set and never accept, or say READY=1. One that keeps
+//! opening new sockets costs a dump per look (a few milliseconds, at most 20 looks a second),
+//! only while it starts.
+//!
 //! Not seen: io_uring accepts (no syscall to look at while they wait) and servers that wait
 //! through a listener received over a unix socket by another process outside the scope.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::io;
+use std::net::SocketAddr;
 use std::os::fd::BorrowedFd;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -128,7 +157,8 @@ impl std::fmt::Display for Blind {
             Blind::Slow => write!(
                 f,
                 "cannot see whether it waits for connections: a look at its processes in \
-                 /proc took longer than {}ms (one of them holds something the look needs)",
+                 /proc took longer than {}ms (a busy machine, or one of them holds something the look \
+                 needs)",
                 LOOK_TIMEOUT.as_millis()
             ),
             Blind::Other(why) => {
@@ -164,21 +194,49 @@ impl Blind {
     }
 }
 
-/// [`waiting_on`] on a thread of its own, waited for at most [`LOOK_TIMEOUT`] (see the
-/// module docs): which of `inodes` some process of `scope` waits on, or why it cannot be
-/// seen.
-pub fn look(scope: Scope, inodes: &[u64]) -> Result<Vec<u64>, Blind> {
+/// A stream listener a look looks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Wanted {
+    /// Its inode, as /proc shows it.
+    pub inode: u64,
+    /// Its address when it is a TCP listener every generation shares: a connection accepted
+    /// from it then counts too (see the module docs). None for a listener of the
+    /// generation's own (steered) and for a unix socket.
+    pub shared_tcp: Option<SocketAddr>,
+}
+
+/// What a look saw of the listeners it looked for.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Seen {
+    /// Those some process waits on.
+    pub waiting: Vec<u64>,
+    /// Those no process waits on but from which one of them accepted a connection since
+    /// the generation's first look (shared TCP listeners only).
+    pub accepted: Vec<u64>,
+}
+
+impl Seen {
+    /// Whether `inode` was seen either way.
+    pub fn has(&self, inode: u64) -> bool {
+        self.waiting.contains(&inode) || self.accepted.contains(&inode)
+    }
+}
+
+/// [`seen`] on a thread of its own, waited for at most [`LOOK_TIMEOUT`] (see the module
+/// docs): which of `wanted` some process of `scope` waits on or accepted from, or why it
+/// cannot be seen.
+pub fn look(scope: Scope, wanted: &[Wanted]) -> Result<Seen, Blind> {
     if LOOKING.swap(true, Ordering::AcqRel) {
         return Err(Blind::Slow);
     }
     let (sender, receiver) = std::sync::mpsc::sync_channel(1);
-    let inodes = inodes.to_vec();
+    let wanted = wanted.to_vec();
     let spawned = with_signals_blocked(|| {
         std::thread::Builder::new()
             .name("proc-look".into())
             .stack_size(256 * 1024)
             .spawn(move || {
-                let found = waiting_on(scope, &inodes);
+                let found = seen(scope, &wanted);
                 LOOKING.store(false, Ordering::Release);
                 // The supervisor may have stopped waiting: nobody to tell, nothing to do.
                 let _ = sender.send(found);
@@ -321,6 +379,159 @@ pub fn listener_inode(fd: BorrowedFd<'_>) -> io::Result<u64> {
 /// descendants, then the calling process's children in the group and their descendants.
 /// graceful-run, a subreaper or PID 1, is where the group's orphans land.
 pub fn waiting_on(scope: Scope, inodes: &[u64]) -> io::Result<Vec<u64>> {
+    scan(scope, inodes, &mut Holders::new())
+}
+
+/// Listener inode -> the other socket inodes of the processes that hold it (read by the
+/// scan anyway: the candidates for a connection accepted from it).
+type Holders = HashMap<u64, HashSet<u64>>;
+
+/// [`waiting_on`], and for the listeners no process waits on, where `wanted` says so, the
+/// connections accepted from them (see the module docs).
+pub fn seen(scope: Scope, wanted: &[Wanted]) -> io::Result<Seen> {
+    let inodes: Vec<u64> = wanted.iter().map(|w| w.inode).collect();
+    let mut holders = Holders::new();
+    let waiting = scan(scope, &inodes, &mut holders)?;
+    let shared: Vec<(u64, SocketAddr)> = wanted
+        .iter()
+        .filter_map(|w| Some((w.inode, w.shared_tcp?)))
+        .collect();
+    let accepted = if shared.is_empty() {
+        Vec::new()
+    } else {
+        accepted_from(scope, &shared, &waiting, &holders)
+    };
+    Ok(Seen { waiting, accepted })
+}
+
+/// What is known of one starting generation's connections, from one look to the next.
+struct Tracker {
+    /// Its leader's pid, and start time when the first look could read it (a pid can be
+    /// reused; not while it names a process group that has members, though, so a group
+    /// whose leader exited, a daemonized server, keeps its tracker).
+    leader: i32,
+    started: Option<u64>,
+    /// The connections on the shared listeners' ports at its first look: accepted before
+    /// it started (by an older generation), whoever holds them later.
+    before: HashSet<u64>,
+    /// Socket inodes its processes hold that are not connections accepted from a listener
+    /// it is looked at for: not dumped for again.
+    others: HashSet<u64>,
+    /// The listeners it was seen accepting from.
+    proven: Vec<u64>,
+}
+
+/// One [`Tracker`] per generation that starts with shared listeners; only the look thread
+/// (one at a time) takes the lock.
+static TRACKERS: Mutex<Vec<Tracker>> = Mutex::new(Vec::new());
+const MAX_TRACKERS: usize = 64;
+
+/// Which of the `shared` listeners that are not in `waiting` a process of `scope` that holds
+/// it accepted a connection from (see the module docs). Empty when that cannot be known.
+fn accepted_from(
+    scope: Scope,
+    shared: &[(u64, SocketAddr)],
+    waiting: &[u64],
+    holders: &Holders,
+) -> Vec<u64> {
+    let leader = match scope {
+        Scope::Group(pid) | Scope::Tree(pid) => pid.as_raw(),
+    };
+    let started = start_time(leader);
+    let mut trackers = TRACKERS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    // Those of other generations whose leader is gone (ready ones are removed below), and
+    // one of an earlier process that had this pid.
+    trackers.retain(|t| {
+        if t.leader == leader {
+            t.started.is_none() || started.is_none() || t.started == started
+        } else {
+            start_time(t.leader) == t.started
+        }
+    });
+    let missing: Vec<(u64, SocketAddr)> = shared
+        .iter()
+        .filter(|(inode, _)| !waiting.contains(inode))
+        .copied()
+        .collect();
+    let found = trackers.iter().position(|t| t.leader == leader);
+    let Some(index) = found.filter(|_| !missing.is_empty()) else {
+        if let Some(index) = found {
+            trackers.swap_remove(index);
+        } else if !missing.is_empty() {
+            // Its first look: what is on the ports now was not accepted by it. One dump.
+            let addresses: Vec<SocketAddr> = shared.iter().map(|(_, a)| *a).collect();
+            if let Ok(now) = crate::observe::dump_connections(&addresses) {
+                // A bound on what trackers of groups gone unnoticed (their leader gone at
+                // their first look) can hold. One evicted while its generation still starts
+                // only records a later set at its next look: it then counts less, not more.
+                if trackers.len() >= MAX_TRACKERS {
+                    trackers.remove(0);
+                }
+                trackers.push(Tracker {
+                    leader,
+                    started,
+                    before: now.iter().map(|s| s.inode).filter(|&i| i != 0).collect(),
+                    others: HashSet::new(),
+                    proven: Vec::new(),
+                });
+            }
+        }
+        return Vec::new();
+    };
+    let tracker = &mut trackers[index];
+    let candidates: HashSet<u64> = missing
+        .iter()
+        .filter(|(inode, _)| !tracker.proven.contains(inode))
+        .filter_map(|(inode, _)| holders.get(inode))
+        .flatten()
+        .copied()
+        .filter(|s| !tracker.others.contains(s) && !tracker.before.contains(s))
+        .collect();
+    if !candidates.is_empty() {
+        let addresses: Vec<SocketAddr> = missing.iter().map(|(_, a)| *a).collect();
+        let Ok(connections) = crate::observe::dump_held(&candidates, &addresses) else {
+            return Vec::new();
+        };
+        for (inode, address) in &missing {
+            let Some(held) = holders.get(inode) else {
+                continue;
+            };
+            if !tracker.proven.contains(inode)
+                && connections
+                    .iter()
+                    .any(|c| held.contains(&c.inode) && accepted_on(c.local, *address))
+            {
+                tracker.proven.push(*inode);
+            }
+        }
+        // Each is either proof (kept in `proven`) or not: not dumped for again.
+        tracker.others.extend(candidates);
+    }
+    let accepted: Vec<u64> = missing
+        .iter()
+        .map(|(inode, _)| *inode)
+        .filter(|inode| tracker.proven.contains(inode))
+        .collect();
+    if accepted.len() == missing.len() {
+        // Seen on every one: it is ready, nothing more to know of it.
+        trackers.swap_remove(index);
+    }
+    accepted
+}
+
+/// Whether a connection whose local address is `local` was accepted from a listener bound
+/// to `listener`: the same port, and the same address unless the listener's is a wildcard.
+fn accepted_on(local: SocketAddr, listener: SocketAddr) -> bool {
+    local.port() == listener.port()
+        && (listener.ip().is_unspecified()
+            || local.ip().to_canonical() == listener.ip().to_canonical())
+}
+
+/// Which of `inodes` some process of `scope` waits on; `holders` gets, for each listener not
+/// waited on yet, the other sockets of each process that holds it.
+fn scan(scope: Scope, inodes: &[u64], holders: &mut Holders) -> io::Result<Vec<u64>> {
     let mut missing: Vec<u64> = inodes.to_vec();
     missing.sort_unstable();
     missing.dedup();
@@ -329,13 +540,13 @@ pub fn waiting_on(scope: Scope, inodes: &[u64]) -> io::Result<Vec<u64>> {
         Scope::Tree(pid) => (pid.as_raw(), None),
     };
     let mut seen = Vec::new();
-    search_tree(leader, group, &mut seen, &mut missing)?;
+    search_tree(leader, group, &mut seen, &mut missing, holders)?;
     if let Some(pgid) = group
         && !missing.is_empty()
     {
         for orphan in children(std::process::id() as i32) {
             if process_group(orphan) == Some(pgid) {
-                search_tree(orphan, group, &mut seen, &mut missing)?;
+                search_tree(orphan, group, &mut seen, &mut missing, holders)?;
             }
         }
     }
@@ -359,6 +570,7 @@ fn search_tree(
     group: Option<i32>,
     seen: &mut Vec<i32>,
     missing: &mut Vec<u64>,
+    holders: &mut Holders,
 ) -> io::Result<()> {
     let mut pending = vec![root];
     while let Some(pid) = pending.pop() {
@@ -372,7 +584,7 @@ fn search_tree(
         // Outside the group (a child that made a group of its own, or a leader that died
         // and whose pid was reused): not looked at, but its children may still be in it.
         if group.is_none() || process_group(pid) == group {
-            match check_process(pid, missing) {
+            match check_process(pid, missing, holders) {
                 Ok(()) => {}
                 // Not allowed to look at the root: nothing can be known, say so. A
                 // descendant that is not ours to read (a setuid helper) is passed over.
@@ -387,19 +599,25 @@ fn search_tree(
 
 /// Removes from `missing` the inodes that `pid` waits on. A process that vanishes meanwhile
 /// waits on nothing; only a refusal to read its /proc files is an error.
-fn check_process(pid: i32, missing: &mut Vec<u64>) -> io::Result<()> {
+fn check_process(pid: i32, missing: &mut Vec<u64>, holders: &mut Holders) -> io::Result<()> {
     // Another user's process, read as that user when root lacks the capabilities
     // (`proc_owner`); only the first read (its fd list) can be refused, before `missing`
     // changes.
-    crate::proc_owner::read(pid, || check_process_as_is(pid, missing))
+    crate::proc_owner::read(pid, || check_process_as_is(pid, missing, holders))
 }
 
-fn check_process_as_is(pid: i32, missing: &mut Vec<u64>) -> io::Result<()> {
+fn check_process_as_is(pid: i32, missing: &mut Vec<u64>, holders: &mut Holders) -> io::Result<()> {
     let fds = match open_fds(pid, missing) {
         Ok(fds) => fds,
         Err(e) if e.kind() == io::ErrorKind::PermissionDenied => return Err(e),
         Err(_) => return Ok(()),
     };
+    for listener in fds.listeners.keys() {
+        holders
+            .entry(*listener)
+            .or_default()
+            .extend(fds.sockets.iter().copied());
+    }
     for &epoll_fd in &fds.epolls {
         let Ok(text) = fs::read_to_string(format!("/proc/{pid}/fdinfo/{epoll_fd}")) else {
             continue;
@@ -446,6 +664,8 @@ struct OpenFds {
     epolls: Vec<i32>,
     /// Listener inode -> the fd numbers it has in this process.
     listeners: HashMap<u64, Vec<i32>>,
+    /// Its other sockets' inodes.
+    sockets: Vec<u64>,
 }
 
 fn open_fds(pid: i32, wanted: &[u64]) -> io::Result<OpenFds> {
@@ -467,10 +687,12 @@ fn open_fds(pid: i32, wanted: &[u64]) -> io::Result<OpenFds> {
         };
         if target == "anon_inode:[eventpoll]" {
             found.epolls.push(fd);
-        } else if let Some(inode) = socket_inode(target)
-            && wanted.contains(&inode)
-        {
-            found.listeners.entry(inode).or_default().push(fd);
+        } else if let Some(inode) = socket_inode(target) {
+            if wanted.contains(&inode) {
+                found.listeners.entry(inode).or_default().push(fd);
+            } else {
+                found.sockets.push(inode);
+            }
         }
     }
     Ok(found)
@@ -641,8 +863,16 @@ pub(crate) fn process_group(pid: i32) -> Option<i32> {
     stat_field(&stat, 2)
 }
 
-/// Field `index` after the command name of a stat line (0 = state, 1 = ppid, 2 = pgrp).
-fn stat_field(stat: &str, index: usize) -> Option<i32> {
+/// When `pid` started (clock ticks after boot), from /proc/PID/stat: with its pid, what
+/// tells a process from a later one that got the same pid.
+fn start_time(pid: i32) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat_field(&stat, 19)
+}
+
+/// Field `index` after the command name of a stat line (0 = state, 1 = ppid, 2 = pgrp,
+/// 19 = starttime).
+fn stat_field<T: std::str::FromStr>(stat: &str, index: usize) -> Option<T> {
     // "pid (comm) state ppid pgrp ...": comm may contain spaces and parentheses.
     stat[stat.rfind(')')? + 1..]
         .split_whitespace()
@@ -779,6 +1009,76 @@ mod tests {
         let listening =
             Listening::of_stream_sockets([tcp.as_fd(), udp.as_fd()]).expect("getsockopt works");
         assert_eq!(listening.inodes, vec![listener_inode(tcp.as_fd()).unwrap()]);
+    }
+
+    #[test]
+    fn a_connection_is_accepted_from_a_listener_on_its_local_address() {
+        let on = |local: &str, listener: &str| {
+            accepted_on(
+                local.parse().expect("an address"),
+                listener.parse().expect("an address"),
+            )
+        };
+        assert!(on("127.0.0.1:8080", "127.0.0.1:8080"));
+        assert!(on("127.0.0.2:8080", "0.0.0.0:8080"));
+        assert!(on("[::ffff:127.0.0.1]:8080", "[::]:8080"));
+        assert!(on("[::ffff:127.0.0.1]:8080", "127.0.0.1:8080"));
+        assert!(!on("127.0.0.2:8080", "127.0.0.1:8080"));
+        assert!(!on("127.0.0.1:40000", "0.0.0.0:8080"));
+    }
+
+    /// The only test of this process that calls [`seen`]: its tracker is the process's.
+    #[test]
+    fn only_a_connection_accepted_since_the_first_look_counts() {
+        use std::net::{TcpListener, TcpStream};
+        use std::os::fd::AsFd;
+        let listener = TcpListener::bind("127.0.0.1:0").expect("loopback binds");
+        let address = listener
+            .local_addr()
+            .expect("a bound listener has an address");
+        let inode = listener_inode(listener.as_fd()).expect("fstat works");
+        let wanted = [Wanted {
+            inode,
+            shared_tcp: Some(address),
+        }];
+        let scope = Scope::Tree(Pid::from_raw(std::process::id() as i32));
+        // Accepted before the first look: as by the old generation, then passed over.
+        let _early_client = TcpStream::connect(address).expect("the listener takes it");
+        let (_early, _) = listener.accept().expect("accept succeeds");
+        assert_eq!(
+            seen(scope, &wanted).expect("/proc is readable"),
+            Seen::default()
+        );
+        assert_eq!(
+            seen(scope, &wanted).expect("/proc is readable"),
+            Seen::default()
+        );
+        // A connection this process makes to the port: the listener's port is its peer's.
+        let _outgoing = TcpStream::connect(address).expect("the listener takes it");
+        assert_eq!(
+            seen(scope, &wanted).expect("/proc is readable"),
+            Seen::default()
+        );
+        // Accepted since the first look (the outgoing connection's other end).
+        let (_late, _) = listener.accept().expect("accept succeeds");
+        let found = seen(scope, &wanted).expect("/proc is readable");
+        assert_eq!(
+            found,
+            Seen {
+                waiting: Vec::new(),
+                accepted: vec![inode]
+            }
+        );
+        assert!(found.has(inode));
+        // Not for a listener of the generation's own (steered): no address to match.
+        let own = [Wanted {
+            inode,
+            shared_tcp: None,
+        }];
+        assert_eq!(
+            seen(scope, &own).expect("/proc is readable"),
+            Seen::default()
+        );
     }
 
     #[test]

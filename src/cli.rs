@@ -277,7 +277,9 @@ pub struct RestartArgs {
     /// READY=1 (sd_notify(3)) on its own NOTIFY_SOCKET, or else as soon as its processes are
     /// seen waiting for connections on its sockets; nothing needs to change in the server.
     /// `accepting`: ready once its processes wait (in epoll, poll, select or accept) on every
-    /// stream socket graceful-run passed, even if it sends READY=1 earlier. `notify`: only
+    /// stream socket graceful-run passed, even if it sends READY=1 earlier; on a TCP socket
+    /// every generation shares (`--handover shared`), a process that holds it and a
+    /// connection accepted from it counts too (busy pre-fork workers never wait). `notify`: only
     /// READY=1 counts; for servers that say it once they are truly warmed up, after they
     /// begin accepting. A DURATION (e.g. `2s`): ready if still running after that long; a
     /// last resort for commands that take their sockets in a way graceful-run cannot see.

@@ -423,19 +423,27 @@ impl Observer {
 }
 
 /// The connections among `inodes` on `listeners`' ports, by one dump per address family.
-fn dump_held(inodes: &HashSet<u64>, listeners: &[SocketAddr]) -> io::Result<Vec<Socket>> {
-    let mut held = Vec::new();
+/// Also how `accepting` finds a connection a starting generation accepted.
+pub(crate) fn dump_held(
+    inodes: &HashSet<u64>,
+    listeners: &[SocketAddr],
+) -> io::Result<Vec<Socket>> {
     if inodes.is_empty() {
-        return Ok(held);
+        return Ok(Vec::new());
     }
+    Ok(dump_connections(listeners)?
+        .into_iter()
+        .filter(|s| s.inode != 0 && inodes.contains(&s.inode))
+        .collect())
+}
+
+/// Every connection on `listeners`' ports, whoever holds it: one dump per address family.
+pub(crate) fn dump_connections(listeners: &[SocketAddr]) -> io::Result<Vec<Socket>> {
+    let mut found = Vec::new();
     for (family, ports) in ports_by_family(listeners) {
-        held.extend(
-            sock_diag::dump(family, States::CONNECTED, &ports)?
-                .into_iter()
-                .filter(|s| s.inode != 0 && inodes.contains(&s.inode)),
-        );
+        found.extend(sock_diag::dump(family, States::CONNECTED, &ports)?);
     }
-    Ok(held)
+    Ok(found)
 }
 
 /// The ports to dump per address family. An IPv6 listener also gets IPv4 clients as

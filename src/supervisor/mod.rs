@@ -528,7 +528,7 @@ impl Executor<'_> {
                 member,
                 diagnose,
             } => {
-                let (missing, blind) = self.probe(Pid::from_raw(pgid), member);
+                let (missing, blind, accepted) = self.probe(Pid::from_raw(pgid), member);
                 let _ = worker;
                 let itself = (diagnose && !missing.is_empty())
                     .then(|| {
@@ -537,7 +537,7 @@ impl Executor<'_> {
                             .steering
                             .stream_inodes(self.listeners, member)
                             .into_iter()
-                            .map(|(inode, _)| inode)
+                            .map(|(wanted, _)| wanted.inode)
                             .collect();
                         crate::observe::own_listener(scope, &ours)
                     })
@@ -546,6 +546,7 @@ impl Executor<'_> {
                     missing,
                     blind,
                     itself,
+                    accepted,
                 }
             }
             Question::Observe {
@@ -858,24 +859,30 @@ impl Executor<'_> {
     }
 
     /// The stream listeners no process of the worker waits on yet (their names), from /proc:
-    /// see `accepting`; and why its processes could not be seen, when they could not. The one
-    /// look graceful-run takes without an event, and only while a worker starts (the core
-    /// backs it off from `core::worker::PROBE_FIRST` to `PROBE_MAX`). It runs off this
-    /// thread, bounded (`accepting`).
-    fn probe(&self, pgid: Pid, member: Option<u32>) -> (Vec<String>, Option<accepting::Blind>) {
+    /// see `accepting`; why its processes could not be seen, when they could not; and
+    /// whether some listener was seen only through a connection accepted from it (a shared
+    /// one). The one look graceful-run takes without an event, and only while a worker
+    /// starts (the core backs it off from `core::worker::PROBE_FIRST` to `PROBE_MAX`). It
+    /// runs off this thread, bounded (`accepting`).
+    fn probe(
+        &self,
+        pgid: Pid,
+        member: Option<u32>,
+    ) -> (Vec<String>, Option<accepting::Blind>, bool) {
         let scope = steering::scope(self.cfg.process_group, pgid.as_raw());
         let stream_listeners = self.steering.stream_inodes(self.listeners, member);
-        let inodes: Vec<u64> = stream_listeners.iter().map(|(ino, _)| *ino).collect();
-        let (waited, blind) = match accepting::look(scope, &inodes) {
-            Ok(waited) => (waited, None),
-            Err(blind) => (Vec::new(), Some(blind)),
+        let wanted: Vec<accepting::Wanted> = stream_listeners.iter().map(|(w, _)| *w).collect();
+        let (seen, blind) = match accepting::look(scope, &wanted) {
+            Ok(seen) => (seen, None),
+            Err(blind) => (accepting::Seen::default(), Some(blind)),
         };
-        let missing = stream_listeners
+        let missing: Vec<String> = stream_listeners
             .into_iter()
-            .filter(|(ino, _)| !waited.contains(ino))
+            .filter(|(w, _)| !seen.has(w.inode))
             .map(|(_, name)| name)
             .collect();
-        (missing, blind)
+        let accepted = missing.is_empty() && !seen.accepted.is_empty();
+        (missing, blind, accepted)
     }
 
     fn upstream_send(&self, message: &core::Upstream) {

@@ -603,6 +603,7 @@ impl Sim {
                     vec!["tcp://127.0.0.1:1".into()]
                 };
                 Answer::Probed {
+                    accepted: missing.is_empty() && self.rng.chance(50),
                     missing,
                     blind: self.rng.chance(10).then_some(
                         crate::accepting::Blind::PermissionDenied {

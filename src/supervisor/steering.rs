@@ -193,21 +193,36 @@ impl Steering {
         }
     }
 
-    /// The inode of each stream listener a worker on `member` gets, with its name for the log.
-    pub fn stream_inodes(&self, listeners: &Listeners, member: Option<u32>) -> Vec<(u64, String)> {
+    /// Each stream listener a worker on `member` gets, with its name for the log: its inode,
+    /// and its address when it is a TCP listener every generation shares (its accepted
+    /// connections then count as accepting, see `accepting`).
+    pub fn stream_inodes(
+        &self,
+        listeners: &Listeners,
+        member: Option<u32>,
+    ) -> Vec<(accepting::Wanted, String)> {
         listeners
             .iter()
             .enumerate()
             .filter(|(_, l)| l.is_stream())
             .filter_map(|(i, l)| {
                 let name = format!("{} (fd {})", l.bound, 3 + i);
-                let inode = match (self.groups.get(i).and_then(Option::as_ref), member) {
+                let wanted = match (self.groups.get(i).and_then(Option::as_ref), member) {
                     (Some(group), Some(member)) if (member as usize) < group.len() => {
-                        group.inode(member as usize)
+                        accepting::Wanted {
+                            inode: group.inode(member as usize),
+                            shared_tcp: None,
+                        }
                     }
-                    _ => accepting::listener_inode(l.fd()?).ok()?,
+                    _ => accepting::Wanted {
+                        inode: accepting::listener_inode(l.fd()?).ok()?,
+                        shared_tcp: match l.bound {
+                            crate::listen::Bound::Tcp(address) => Some(address),
+                            _ => None,
+                        },
+                    },
                 };
-                Some((inode, name))
+                Some((wanted, name))
             })
             .collect()
     }

@@ -78,6 +78,8 @@ struct Script {
     /// Why looks could not see, one per look (none: they all could).
     blinds: VecDeque<Option<crate::accepting::Blind>>,
     descends: bool,
+    /// Looks that find nothing missing say it was through an accepted connection.
+    accepted: bool,
     /// What the next looks at a draining worker find; none left: quiet.
     observations: VecDeque<Activity>,
     /// How the next health checks start; none left: a probe.
@@ -149,6 +151,7 @@ impl World for Script {
                         missing: self.probes.pop_front().unwrap_or_default(),
                         blind: self.blinds.pop_front().flatten(),
                         itself: None,
+                        accepted: self.accepted,
                     },
                     Question::Descends { .. } => Answer::Descends(self.descends),
                     Question::Observe { .. } => {
@@ -187,6 +190,7 @@ impl Run {
                 probes: VecDeque::new(),
                 blinds: VecDeque::new(),
                 descends: false,
+                accepted: false,
                 observations: VecDeque::new(),
                 checks: VecDeque::new(),
                 spawned: Vec::new(),
@@ -1018,6 +1022,67 @@ fn accepting_probes_back_off_and_warn_once() {
         run.w.armed, None,
         "no look once ready: an idle graceful-run sleeps"
     );
+}
+
+/// A look that saw it accept a connection from a shared listener (no process caught waiting)
+/// makes it ready, and the line and the status say how.
+#[test]
+fn a_look_that_saw_an_accepted_connection_says_so() {
+    let mut s = settings();
+    s.policy.ready = Ready::Accepting;
+    let mut run = Run::started(s, 100);
+    run.w.accepted = true;
+    let actions = run.fire();
+    assert_eq!(upstream(&actions), [ready_up()]);
+    let lines = logs(&actions);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("ready after")
+                && l.contains("(accepting: it accepted a connection)")),
+        "{lines:#?}"
+    );
+    assert_eq!(
+        run.core.snapshot().workers[0].ready_by,
+        Some("accepting: it accepted a connection")
+    );
+}
+
+/// Slow looks (blind) that come in runs on a loaded machine: one look that could see, between
+/// two runs, is not enough to warn that it does not wait; PROBE_WARN_LOOKS in a row are.
+#[test]
+fn not_waiting_is_said_after_looks_in_a_row_that_could_see() {
+    let mut s = settings();
+    s.policy.ready = Ready::Accepting;
+    s.policy.ready_timeout = Duration::from_secs(60);
+    let mut run = Run::started(s, 100);
+    let start = run.w.now;
+    let warned = |lines: &[String]| {
+        lines
+            .iter()
+            .filter(|l| l.contains("not waiting for connections on"))
+            .count()
+    };
+    let mut lines = Vec::new();
+    // Past PROBE_WARN_AFTER, every other look slow; the last one slow.
+    let mut look = 0;
+    while run.w.now < start + PROBE_WARN_AFTER + Duration::from_secs(2) || look % 2 == 0 {
+        run.w.probes.push_back(vec!["tcp://127.0.0.1:8080".into()]);
+        run.w
+            .blinds
+            .push_back((look % 2 == 0).then_some(crate::accepting::Blind::Slow));
+        lines.extend(logs(&run.fire()));
+        look += 1;
+    }
+    assert_eq!(warned(&lines), 0, "{lines:#?}");
+    for _ in 1..PROBE_WARN_LOOKS {
+        run.w.probes.push_back(vec!["tcp://127.0.0.1:8080".into()]);
+        lines.extend(logs(&run.fire()));
+    }
+    assert_eq!(warned(&lines), 0, "{lines:#?}");
+    run.w.probes.push_back(vec!["tcp://127.0.0.1:8080".into()]);
+    lines.extend(logs(&run.fire()));
+    assert_eq!(warned(&lines), 1, "{lines:#?}");
 }
 
 #[test]

@@ -639,3 +639,174 @@ fn a_daemonized_server_is_found_among_the_orphans() {
     assert!(stdout.contains("orphaned\n"), "{stdout}");
     assert!(stdout.contains("waiting after "), "{stdout}");
 }
+
+/// Slow clients for [`busy_workers_on_a_shared_socket_restart`]: six times the workers of
+/// both generations together (2 + 2), each request 200 ms, so that the shared accept queue
+/// holds about 20 connections at any moment and never empties (the workers would need a
+/// second with every client starved to drain it): every `accept` of a worker returns at
+/// once, and no worker is ever caught waiting in accept, poll or select.
+const BUSY_CLIENTS: usize = 24;
+const BUSY_PATH: &str = "/slow?ms=200";
+
+/// Restarts `served` (a pre-fork server with two workers on a shared socket) `restarts`
+/// times under [`BUSY_CLIENTS`] slow clients: each `ctl restart --wait` succeeds, the new
+/// generation seen ready by a connection it accepted. Returns the load's report.
+fn busy_workers_on_a_shared_socket_restart(
+    served: &Served,
+    restarts: u64,
+) -> crate::support::http::LoadReport {
+    use crate::support::http::{Load, Target};
+    let load = Load::start_path(Target::Tcp(served.gr.inet_addr(0)), BUSY_CLIENTS, BUSY_PATH);
+    load.wait_successes(BUSY_CLIENTS * 2);
+    for generation in 2..=restarts + 1 {
+        let restart = served.gr.ctl(&["restart", "--wait"]);
+        assert_eq!(
+            restart.status.code(),
+            Some(0),
+            "restart to gen {generation}: {}\n{}",
+            String::from_utf8_lossy(&restart.stderr),
+            served.gr.output()
+        );
+        let ready = served.gr.wait_stderr(&format!("gen {generation} (pid "));
+        let ready = served
+            .gr
+            .stderr
+            .wait_for(DEADLINE, |l| {
+                l.contains(&format!("gen {generation} (pid ")) && l.contains("ready after")
+            })
+            .unwrap_or_else(|| panic!("gen {generation} never ready ({ready})"));
+        assert!(
+            ready.contains("(accepting: it accepted a connection)"),
+            "gen {generation} not seen by what it accepted: {ready}\n{}",
+            served.gr.output()
+        );
+        load.wait_successes(BUSY_CLIENTS * 2);
+    }
+    let status = served.gr.ctl(&["status"]);
+    assert!(
+        String::from_utf8_lossy(&status.stdout).contains("it accepted a connection"),
+        "ctl status says how: {}",
+        String::from_utf8_lossy(&status.stdout)
+    );
+    print_look_costs(served, restarts + 1);
+    load.stop()
+}
+
+/// What a look costs on a busy generation with a shared listener (printed, not asserted:
+/// timings belong to bench/): the first (it records the connections already on the port)
+/// and the next ones (each dumps the port when the workers hold connections not seen yet).
+fn print_look_costs(served: &Served, generation: u64) {
+    use graceful_run::accepting::{Wanted, seen};
+    let scope = Scope::Group(Pid::from_raw(served.gr.generation_pid(generation)));
+    let wanted = [Wanted {
+        inode: served.inode,
+        shared_tcp: Some(served.gr.inet_addr(0)),
+    }];
+    let mut costs = Vec::new();
+    let mut accepted = 0;
+    for _ in 0..20 {
+        let start = Instant::now();
+        let found = seen(scope, &wanted).expect("/proc is readable");
+        costs.push(start.elapsed());
+        accepted += usize::from(!found.accepted.is_empty());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut next = costs[1..].to_vec();
+    next.sort();
+    eprintln!(
+        "look on a busy generation, shared listener (this build): first {:?}, then median {:?}, \
+         max {:?}; {accepted} of 20 saw an accepted connection",
+        costs[0],
+        next[next.len() / 2],
+        next[next.len() - 1]
+    );
+}
+
+/// The bug found while measuring figure 11: with `--handover shared`, gunicorn's sync workers
+/// under more slow clients than all workers together are always busy, never in `select`, so
+/// before graceful-run counted what a worker accepted, the new generation was never seen
+/// waiting and every restart failed at `--ready-timeout`. gunicorn's graceful stop (TERM:
+/// workers finish their request and stop accepting) loses nothing on a shared socket: no
+/// request fails. `--ready accepting`, since gunicorn also says READY=1.
+#[test]
+#[cfg_attr(
+    not(has_gunicorn),
+    ignore = "gunicorn not installed: python3 -m pip install gunicorn"
+)]
+fn busy_gunicorn_workers_on_a_shared_socket_are_seen_by_what_they_accept() {
+    let test = "busy_gunicorn_workers_on_a_shared_socket_are_seen_by_what_they_accept";
+    let present = have("python3", &["-c", "import gunicorn"]);
+    if !available(test, "gunicorn (python3 -m pip install gunicorn)", present) {
+        return;
+    }
+    let chdir = crate::support::example_file("python");
+    let conf = crate::support::example_file("python/gunicorn.conf.py");
+    let served = Served::start(
+        &[
+            "--handover",
+            "shared",
+            "--ready",
+            "accepting",
+            "--ready-timeout",
+            "30s",
+            "--stop-timeout",
+            "30s",
+        ],
+        &[
+            "python3", "-m", "gunicorn", "--chdir", &chdir, "-c", &conf, "app:wsgi",
+        ],
+    );
+    served.gr.wait_stderr("ready after");
+    let report = busy_workers_on_a_shared_socket_restart(&served, 3);
+    eprintln!(
+        "gunicorn, shared, busy: {} ok, failed {:?}, {} pids",
+        report.ok,
+        report.failures,
+        report.pids.len()
+    );
+    assert_eq!(report.failed(), 0, "{report:?}\n{}", served.gr.output());
+    assert!(
+        report.pids.len() > 2,
+        "only one generation's workers answered: {report:?}"
+    );
+    served.stop();
+}
+
+/// The same with Starman, the server of figure 11, with the default `--ready auto` (Starman
+/// says nothing). Starman accepts for a moment after its stop signal and closes what it
+/// accepted then, so on a shared socket it loses requests at each restart (tests/it/handover.rs):
+/// only the restarts are asserted here.
+#[test]
+#[cfg_attr(
+    not(has_starman),
+    ignore = "starman not installed: apt-get install starman"
+)]
+fn busy_starman_workers_on_a_shared_socket_are_seen_by_what_they_accept() {
+    let fixtures = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/servers/app.psgi");
+    let app = fixtures.display().to_string();
+    let served = Served::start(
+        &[
+            "--handover",
+            "shared",
+            "--compat",
+            "server-starter",
+            "--map-signal",
+            "TERM:QUIT",
+            "--ready-timeout",
+            "30s",
+            "--stop-timeout",
+            "30s",
+        ],
+        &["starman", "--workers", "2", &app],
+    );
+    served.gr.wait_stderr("ready after");
+    let report = busy_workers_on_a_shared_socket_restart(&served, 3);
+    eprintln!(
+        "starman, shared, busy: {} ok, failed {:?}, {} pids",
+        report.ok,
+        report.failures,
+        report.pids.len()
+    );
+    served.stop();
+}

@@ -82,7 +82,7 @@ pub use ending::DUPLICATE_WINDOW;
 pub use protocol::*;
 pub use retire::KILL_GRACE;
 pub use running::{BACKOFF_CAP, MAX_MIN_SERVED, STABLE_AFTER};
-pub use worker::{PROBE_FAST_LOOKS, PROBE_FIRST, PROBE_MAX, PROBE_WARN_AFTER};
+pub use worker::{PROBE_FAST_LOOKS, PROBE_FIRST, PROBE_MAX, PROBE_WARN_AFTER, PROBE_WARN_LOOKS};
 
 use crate::exit::{ChildExit, NOT_READY, Outcome};
 use crate::log::{Level, Subject};

@@ -308,6 +308,9 @@ pub enum Answer {
         /// Asked with `diagnose`: the address of a TCP listener its processes hold that
         /// graceful-run did not pass them.
         itself: Option<std::net::SocketAddr>,
+        /// Nothing missing, and some listener was seen only through a connection a process
+        /// accepted from it (a shared listener whose queue never empties: see `accepting`).
+        accepted: bool,
     },
     /// To [`Question::Descends`].
     Descends(bool),

@@ -21,8 +21,12 @@ use crate::policy::Ready;
 pub const PROBE_FIRST: Duration = Duration::from_millis(1);
 pub const PROBE_FAST_LOOKS: u32 = 10;
 pub const PROBE_MAX: Duration = Duration::from_millis(50);
-/// `--ready accepting`: a worker not seen waiting on its sockets by then is warned about.
+/// `--ready accepting`: a worker not seen waiting on its sockets by then is warned about...
 pub const PROBE_WARN_AFTER: Duration = Duration::from_secs(5);
+/// ...once that many looks in a row could see all of its processes and did not see it wait:
+/// on a loaded machine, looks that took too long (and could not see) come in runs, and one
+/// look that ends such a run is not enough to say it does not wait.
+pub const PROBE_WARN_LOOKS: u32 = 3;
 
 /// A worker's main process.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -137,6 +141,8 @@ pub(super) struct Probing {
     pub look: Look,
     pub interval: Duration,
     pub looks: u32,
+    /// Looks in a row that could see all of its processes (and found it not waiting).
+    pub clear_looks: u32,
     pub warned: bool,
     /// Why the latest look could not see some of its processes (not dumpable, another
     /// user's, or a look that took too long: that one passes, so each look says it anew).
@@ -187,6 +193,7 @@ impl Boot {
                     look: Look::At(now + PROBE_FIRST),
                     interval: PROBE_FIRST,
                     looks: 0,
+                    clear_looks: 0,
                     warned: false,
                     blind: None,
                     said_blind: false,
@@ -270,23 +277,35 @@ impl Boot {
         Booted::Still(self)
     }
 
-    /// The answer to a look: ready when it waits on every stream listener, else the next
-    /// look, further off; a warning once it has taken long.
+    /// The answer to a look: ready when it waits on every stream listener (or, `accepted`,
+    /// was seen accepting a connection from one it does not wait on), else the next look,
+    /// further off; a warning once it has taken long.
     pub fn probed(
         mut self,
         cx: &mut Cx,
         missing: Vec<String>,
         blind: Option<Blind>,
         itself: Option<std::net::SocketAddr>,
+        accepted: bool,
     ) -> Booted {
         let now = cx.now;
         let Readiness::Probing(probing) = &mut self.readiness else {
             return Booted::Still(self);
         };
         if missing.is_empty() {
-            return Booted::Ready(self.ready(cx, "accepting"));
+            let how = if accepted {
+                "accepting: it accepted a connection"
+            } else {
+                "accepting"
+            };
+            return Booted::Ready(self.ready(cx, how));
         }
         probing.looks += 1;
+        probing.clear_looks = if blind.is_some() {
+            0
+        } else {
+            probing.clear_looks + 1
+        };
         if probing.looks >= PROBE_FAST_LOOKS {
             probing.interval = (probing.interval * 2).min(PROBE_MAX);
         }
@@ -302,7 +321,9 @@ impl Boot {
         }
         // The usual mistake, said once it has taken long; unless the look could not see
         // (already said, and then "not waiting" would be a guess).
-        if !probing.warned && now >= self.proc.started + PROBE_WARN_AFTER && probing.blind.is_none()
+        if !probing.warned
+            && now >= self.proc.started + PROBE_WARN_AFTER
+            && probing.clear_looks >= PROBE_WARN_LOOKS
         {
             probing.warned = true;
             let missing = missing.join(", ");

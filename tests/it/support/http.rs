@@ -150,7 +150,8 @@ impl LoadReport {
     }
 }
 
-/// Background clients sending `GET /` in a loop until stopped, each on a new connection.
+/// Background clients sending `GET /` (or another path) in a loop until stopped, each on a
+/// new connection.
 pub struct Load {
     stop: Arc<AtomicBool>,
     report: Arc<Mutex<LoadReport>>,
@@ -159,6 +160,11 @@ pub struct Load {
 
 impl Load {
     pub fn start(target: Target, clients: usize) -> Load {
+        Load::start_path(target, clients, "/")
+    }
+
+    /// [`Load::start`] with `GET path`.
+    pub fn start_path(target: Target, clients: usize, path: &'static str) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
         let report = Arc::new(Mutex::new(LoadReport::default()));
         let threads = (0..clients)
@@ -166,7 +172,7 @@ impl Load {
                 let (target, stop, report) = (target.clone(), stop.clone(), report.clone());
                 std::thread::spawn(move || {
                     while !stop.load(Ordering::Relaxed) {
-                        let outcome = get(&target, "/");
+                        let outcome = get(&target, path);
                         let mut report = report.lock().expect("no panics holding it");
                         match outcome {
                             Ok(reply) => {

@@ -875,6 +875,7 @@ impl Running {
                 missing,
                 blind,
                 itself,
+                accepted,
             } => {
                 let found = self.slots.iter().position(|s| match s.state {
                     SlotState::Starting(Incoming::Booting(b))
@@ -889,7 +890,7 @@ impl Running {
                 });
                 match found.and_then(|i| self.take_boot(i).map(|b| (i, b))) {
                     Some((i, boot)) => {
-                        let booted = boot.probed(cx, missing, blind, itself);
+                        let booted = boot.probed(cx, missing, blind, itself, accepted);
                         self.booted(cx, i, booted)
                     }
                     None => State::Running(self),
