@@ -96,8 +96,24 @@ pub fn originally_ignored() -> Vec<Signal> {
 }
 
 /// The `SigIgn:` line of /proc/self/status: bit n-1 set when signal n is ignored.
+///
+/// Read into one buffer larger than the file (about 1.5 KiB): open, one or two `read`s,
+/// close, where `read_to_string` asked the size first (0 for /proc) and read in growing
+/// pieces, 12 system calls.
 fn ignored_mask_from_proc() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    use std::io::Read;
+    let mut file = std::fs::File::open("/proc/self/status").ok()?;
+    let mut buffer = [0u8; 8192];
+    let mut len = 0;
+    while len < buffer.len() {
+        match file.read(&mut buffer[len..]) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return None,
+        }
+    }
+    let status = std::str::from_utf8(&buffer[..len]).ok()?;
     let hex = status
         .lines()
         .find_map(|line| line.strip_prefix("SigIgn:"))?
