@@ -153,7 +153,10 @@ fn link_startup_text_first() {
     if !script.is_file() {
         return; // a packaging that left it out: the layout is only worse
     }
-    println!("cargo::rustc-link-arg-bins=-Wl,-T,{}", script.display());
+    // `-T FILE` to the compiler driver, as two arguments: a path with a comma in it would be
+    // cut in two by `-Wl,`.
+    println!("cargo::rustc-link-arg-bins=-T");
+    println!("cargo::rustc-link-arg-bins={}", script.display());
     // bench/startup-text reads where each function went from the linker's map: the release
     // build it traces is the one users get, stripped, with the same symbol names.
     println!("cargo::rerun-if-env-changed=GRACEFUL_RUN_LINK_MAP");
