@@ -109,6 +109,7 @@ fn main() {
             println!("cargo::rerun-if-changed={}", dir.display());
         }
     }
+    link_startup_text_first();
     let require_all = required("GRACEFUL_RUN_TEST_REQUIRE_ALL");
     for tool in TOOLS {
         let variable = format!("GRACEFUL_RUN_TEST_REQUIRE_{}", tool.name);
@@ -132,4 +133,37 @@ fn available(probe: &[&str]) -> bool {
         .stderr(Stdio::null())
         .status()
         .is_ok_and(|status| status.success())
+}
+
+/// Links the functions that a plain start runs first and together (link/startup-text.ld,
+/// written by bench/startup-text): the kernel maps code 64 KiB around every page a process
+/// reads, so startup code spread over the whole executable made most of it resident. Measured
+/// (`graceful-run -q -- sleep 100`): VmRSS 3636 -> 2616 KiB, page faults per start 178 -> 171.
+/// An `INSERT` script adds one output section to the linker's own layout (lld's and GNU ld's
+/// alike) and changes nothing else; names that match nothing are ignored.
+fn link_startup_text_first() {
+    println!("cargo::rerun-if-changed=link/startup-text.ld");
+    if std::env::var("CARGO_CFG_TARGET_OS").as_deref() != Ok("linux") {
+        return;
+    }
+    let Some(dir) = std::env::var_os("CARGO_MANIFEST_DIR") else {
+        return;
+    };
+    let script = std::path::Path::new(&dir).join("link/startup-text.ld");
+    if !script.is_file() {
+        return; // a packaging that left it out: the layout is only worse
+    }
+    // `-T FILE` to the compiler driver, as two arguments: a path with a comma in it would be
+    // cut in two by `-Wl,`.
+    println!("cargo::rustc-link-arg-bins=-T");
+    println!("cargo::rustc-link-arg-bins={}", script.display());
+    // bench/startup-text reads where each function went from the linker's map: the release
+    // build it traces is the one users get, stripped, with the same symbol names.
+    println!("cargo::rerun-if-env-changed=GRACEFUL_RUN_LINK_MAP");
+    if let Some(map) = std::env::var_os("GRACEFUL_RUN_LINK_MAP") {
+        println!(
+            "cargo::rustc-link-arg-bins=-Wl,-Map={}",
+            map.to_string_lossy()
+        );
+    }
 }

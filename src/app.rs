@@ -19,10 +19,15 @@ pub fn run(config: &Config) -> Outcome {
     let ignored_signals = signal::receive::originally_ignored();
     let program = &config.command[0];
     let path = std::env::var_os("PATH");
-    if let Err(e) = spawn::look_up(program, path.as_deref()) {
-        error!(Subject::NONE, "{}", config::escape_controls(&e.to_string()));
-        return Outcome::Code(e.exit_code());
-    }
+    // Looked up here to fail before anything is set up (127, 126); the first generation then
+    // runs what was found, without walking PATH again a few microseconds later.
+    let executable = match spawn::look_up(program, path.as_deref()) {
+        Ok(executable) => executable,
+        Err(e) => {
+            error!(Subject::NONE, "{}", config::escape_controls(&e.to_string()));
+            return Outcome::Code(e.exit_code());
+        }
+    };
 
     // One runtime thread, which does every fork: PR_SET_PDEATHSIG (which follows the forking
     // thread) then follows the process. (Short-lived threads may look at /proc while a
@@ -38,7 +43,7 @@ pub fn run(config: &Config) -> Outcome {
         Ok(runtime) => runtime,
         Err(e) => return startup_failed(&e),
     };
-    runtime.block_on(serve(config, ignored_signals))
+    runtime.block_on(serve(config, ignored_signals, executable))
 }
 
 /// Logs a startup error with its chain of context on one line (`--listen '[::]:80': cannot
@@ -169,7 +174,11 @@ impl SteeringNote {
     }
 }
 
-async fn serve(config: &Config, ignored_signals: Vec<signal::Signal>) -> Outcome {
+async fn serve(
+    config: &Config,
+    ignored_signals: Vec<signal::Signal>,
+    executable: std::path::PathBuf,
+) -> Outcome {
     let Started {
         signals,
         pid_file: _pid_file,
@@ -220,6 +229,7 @@ async fn serve(config: &Config, ignored_signals: Vec<signal::Signal>) -> Outcome
         proc_is_ours: process::proc_is_ours(),
         steering,
         watch,
+        executable,
     };
     let outcome = supervisor::Supervisor::new(setup).run().await;
     listeners.remove_socket_files();

@@ -4,6 +4,17 @@
 //! Nothing here may panic on a failed write: the error line of a bad flag, or `--help`, can
 //! meet a closed or broken stderr/stdout (`graceful-run --help | head -1`, a daemon started
 //! with `2>&-`), and a panic there would turn exit status 125 into 101 or an abort (134).
+//!
+//! No Rust `main`: the C `main` below is the entry point, which skips what Rust's runtime does
+//! before `main` and graceful-run does not need: its stack-overflow guard (which finds the
+//! main thread's stack by reading and parsing /proc/self/maps with `sscanf`, 15% of the
+//! instructions of a whole `graceful-run -- true`, then installs SIGSEGV and SIGBUS handlers
+//! on an alternate stack: 13 system calls), and its `poll` of fds 0-2, which
+//! `ensure_standard_fds` does anyway. What it does that graceful-run relies on is done here:
+//! SIGPIPE ignored, and the arguments taken from `argv` (Rust's runtime on musl takes them
+//! from its `main` only). A stack overflow still kills (the kernel's guard gap), as SIGSEGV
+//! instead of a message and SIGABRT. Unit tests keep the test harness's `main`.
+#![cfg_attr(not(test), no_main)]
 
 use std::ffi::OsString;
 use std::io::Write;
@@ -28,9 +39,33 @@ mod notify_cmd;
 #[link(name = "gcc_eh", kind = "static", modifiers = "-bundle")]
 unsafe extern "C" {}
 
-fn main() {
+/// The process's entry point, called by the C library with the arguments.
+#[cfg(not(test))]
+#[unsafe(no_mangle)]
+extern "C" fn main(
+    argc: nix::libc::c_int,
+    argv: *const *const nix::libc::c_char,
+) -> nix::libc::c_int {
+    // As Rust's runtime does before `main`: a write to a closed pipe or socket (a ctl client
+    // that went away, `--help | head -1`) returns EPIPE instead of killing graceful-run.
+    // SAFETY: SIG_IGN installs no handler; one thread runs so far.
+    unsafe { nix::libc::signal(nix::libc::SIGPIPE, nix::libc::SIG_IGN) };
+    let args = (0..usize::try_from(argc).unwrap_or(0))
+        .map(|i| {
+            use std::os::unix::ffi::OsStrExt;
+            // SAFETY: the C library passes argc valid, NUL-terminated strings in argv, which
+            // live as long as the process.
+            let arg = unsafe { std::ffi::CStr::from_ptr(*argv.add(i)) };
+            std::ffi::OsStr::from_bytes(arg.to_bytes()).to_os_string()
+        })
+        .collect();
+    run(args)
+}
+
+/// Unit tests have the test harness's `main` instead, so nothing calls this there.
+#[cfg_attr(test, allow(dead_code))]
+fn run(args: Vec<OsString>) -> ! {
     ensure_standard_fds();
-    let args: Vec<OsString> = std::env::args_os().collect();
     // Other modes of the same binary dispatch here on their first word, exactly; a program of
     // that name runs as `graceful-run -- ctl` / `graceful-run -- notify`.
     let ending = match args.get(1).map(OsString::as_os_str) {

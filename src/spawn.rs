@@ -33,8 +33,8 @@
 //! 4. Signal dispositions: default for every signal, except those that were ignored when
 //!    graceful-run started (e.g. HUP under nohup), which stay ignored as they would without
 //!    graceful-run. graceful-run installs no handler (it reads its signals from a signalfd),
-//!    so this takes one `sigaction` for SIGPIPE (Rust's runtime ignores it before `main`),
-//!    plus one per originally ignored signal.
+//!    so this takes one `sigaction` for SIGPIPE (main.rs ignores it first thing, as Rust's
+//!    runtime would), plus one per originally ignored signal.
 //! 5. Supplementary groups, gid, uid (`--user`), after everything needing privilege.
 //! 6. `PR_SET_PDEATHSIG(SIGKILL)`, then a check that the parent is still the one that forked
 //!    (it may have died at any point since fork, before the prctl took effect). Only after
@@ -719,7 +719,7 @@ impl ChildSetup<'_> {
     /// Dispositions, the command's way (step 4 of the module docs). graceful-run installs no
     /// handler (signals reach it through a signalfd, see `signal::receive`), and exec resets
     /// any handler anyway, so only what graceful-run changed to or from "ignored" is left:
-    /// SIGPIPE, which Rust's runtime ignores, back to the default; and the signals that were
+    /// SIGPIPE, which main.rs ignores, back to the default; and the signals that were
     /// ignored when graceful-run started ignored again (SIGCHLD is the one graceful-run sets
     /// to its default, for its own reaping). Usually one call in all.
     unsafe fn reset_signals(&mut self) {

@@ -21,7 +21,8 @@
 //!   every signal.
 //! - The mask survives fork and exec: spawn.rs empties the child's mask right before
 //!   `execve` (one `sigprocmask`); its dispositions need no reset, because graceful-run
-//!   installs no handler (only SIGPIPE, which Rust's runtime ignores, is reset there).
+//!   installs no handler (only SIGPIPE, which main.rs ignores first thing as Rust's runtime
+//!   would, is reset there).
 //! - A real fault (ILL, FPE, SEGV, BUS raised by the kernel on a faulting instruction) is
 //!   forced through a blocked mask by the kernel with its default action: graceful-run dies
 //!   with a core dump, as it should. The same signals sent with kill(2) are queued and read
@@ -73,7 +74,8 @@ const RECORD: usize = std::mem::size_of::<libc::signalfd_siginfo>();
 
 /// Signals that were ignored when graceful-run started (e.g. HUP under nohup). Read before
 /// any disposition is changed, so that children can inherit them ignored. SIGPIPE is left out:
-/// Rust's runtime ignores it before `main`, so its original state is unknowable.
+/// main.rs ignores it first thing (as Rust's runtime would), and a command gets it at its
+/// default.
 ///
 /// From the `SigIgn` mask of /proc/self/status (3 system calls), or, without /proc (an early
 /// PID 1), one `sigaction` read per signal (62).
@@ -97,8 +99,24 @@ pub fn originally_ignored() -> Vec<Signal> {
 }
 
 /// The `SigIgn:` line of /proc/self/status: bit n-1 set when signal n is ignored.
+///
+/// Read into one buffer larger than the file (about 1.5 KiB): open, one or two `read`s,
+/// close, where `read_to_string` asked the size first (0 for /proc) and read in growing
+/// pieces, 12 system calls.
 fn ignored_mask_from_proc() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    use std::io::Read;
+    let mut file = std::fs::File::open("/proc/self/status").ok()?;
+    let mut buffer = [0u8; 8192];
+    let mut len = 0;
+    while len < buffer.len() {
+        match file.read(&mut buffer[len..]) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return None,
+        }
+    }
+    let status = std::str::from_utf8(&buffer[..len]).ok()?;
     let hex = status
         .lines()
         .find_map(|line| line.strip_prefix("SigIgn:"))?

@@ -69,6 +69,8 @@ pub struct Setup<'a> {
     pub steering: bool,
     /// `--watch`, started.
     pub watch: Option<crate::watch::Watch>,
+    /// COMMAND as found on PATH at startup: what the first generation runs.
+    pub executable: std::path::PathBuf,
 }
 
 /// What the executor holds for a worker the core knows.
@@ -120,6 +122,9 @@ struct Executor<'a> {
     reaped: std::collections::VecDeque<(Pid, i32)>,
     steering: steering::Steering,
     triggers: triggers::Triggers,
+    /// COMMAND as found on PATH at startup, until the first spawn takes it; every later one
+    /// looks it up afresh (a rebuilt binary is what a restart runs).
+    found: Option<std::path::PathBuf>,
 }
 
 /// The core's view of the configuration.
@@ -230,6 +235,7 @@ impl<'a> Supervisor<'a> {
             reaped: std::collections::VecDeque::new(),
             steering,
             triggers,
+            found: Some(setup.executable),
             control: match control::Server::bind() {
                 Ok(server) => Some(server),
                 Err(e) => {
@@ -678,12 +684,17 @@ impl Executor<'_> {
         notify: NotifyNeed,
         member: Option<u32>,
     ) -> Result<Spawned, i32> {
-        let program = &self.cfg.command[0];
-        let path = std::env::var_os("PATH");
-        let executable = spawn::look_up(program, path.as_deref()).map_err(|e| {
-            error!(Subject::NONE, "gen {generation}: {e}");
-            e.exit_code()
-        })?;
+        let executable = match self.found.take() {
+            Some(executable) => executable,
+            None => {
+                let program = &self.cfg.command[0];
+                let path = std::env::var_os("PATH");
+                spawn::look_up(program, path.as_deref()).map_err(|e| {
+                    error!(Subject::NONE, "gen {generation}: {e}");
+                    e.exit_code()
+                })?
+            }
+        };
         // Only when no process of the command is alive: an event-loop server sets O_NONBLOCK
         // on the shared listener, and clearing it under a sibling that still serves makes that
         // sibling block in accept(2) whenever another process won the connection.

@@ -62,21 +62,44 @@ fn assert_one_line_failure(output: &Output, status: i32, needles: &[&str]) {
     }
 }
 
-/// The long flags declared in `src/cli.rs` (the fields of `struct Cli` but COMMAND).
+/// The long flags declared in `src/cli.rs`: the fields of `struct Cli` but COMMAND, and of
+/// the structs it flattens (one per --help heading).
 fn declared_long_flags() -> Vec<String> {
     let source = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/src/cli.rs"))
         .expect("src/cli.rs is readable");
-    let start = source
+    let fields = |name: &str| -> Vec<(String, String)> {
+        let start = source
+            .find(&format!("pub struct {name} {{"))
+            .unwrap_or_else(|| panic!("src/cli.rs declares struct {name}"));
+        let body = &source[start..];
+        let body = &body[..body.find("\n}\n").expect("the struct ends")];
+        body.lines()
+            .filter_map(|line| line.trim().strip_prefix("pub ")?.split_once(':'))
+            .map(|(field, ty)| {
+                (
+                    field.trim().to_string(),
+                    ty.trim().trim_end_matches(',').to_string(),
+                )
+            })
+            .filter(|(field, _)| field != "command" && !field.contains(' '))
+            .collect()
+    };
+    let cli = source
         .find("pub struct Cli {")
+        .map(|start| &source[start..])
         .expect("src/cli.rs declares struct Cli");
-    let body = &source[start..];
-    let body = &body[..body.find("\n}\n").expect("struct Cli ends")];
-    let flags: Vec<String> = body
-        .lines()
-        .filter_map(|line| line.trim().strip_prefix("pub ")?.split_once(':'))
-        .map(|(field, _)| field.trim())
-        .filter(|field| *field != "command" && !field.contains(' '))
-        .map(|field| field.replace('_', "-"))
+    let cli = &cli[..cli.find("\n}\n").expect("struct Cli ends")];
+    let flattened: Vec<String> = cli
+        .split("#[command(flatten)]")
+        .skip(1)
+        .filter_map(|rest| rest.trim().strip_prefix("pub ")?.split_once(':'))
+        .map(|(_, ty)| ty.split(',').next().unwrap_or_default().trim().to_string())
+        .collect();
+    let flags: Vec<String> = fields("Cli")
+        .into_iter()
+        .filter(|(_, ty)| !flattened.contains(ty))
+        .chain(flattened.iter().flat_map(|ty| fields(ty)))
+        .map(|(field, _)| field.replace('_', "-"))
         .collect();
     assert!(
         flags.len() >= 20,
