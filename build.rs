@@ -135,21 +135,21 @@ fn available(probe: &[&str]) -> bool {
         .is_ok_and(|status| status.success())
 }
 
-/// Links the functions that a plain start runs first and together (link/startup-text.ld,
+/// Links the functions that a plain start runs first and together (src/startup-text.ld,
 /// written by bench/startup-text): the kernel maps code 64 KiB around every page a process
 /// reads, so startup code spread over the whole executable made most of it resident. Measured
 /// (`graceful-run -q -- sleep 100`): VmRSS 3636 -> 2616 KiB, page faults per start 178 -> 171.
 /// An `INSERT` script adds one output section to the linker's own layout (lld's and GNU ld's
 /// alike) and changes nothing else; names that match nothing are ignored.
 fn link_startup_text_first() {
-    println!("cargo::rerun-if-changed=link/startup-text.ld");
+    println!("cargo::rerun-if-changed=src/startup-text.ld");
     if std::env::var("CARGO_CFG_TARGET_OS").as_deref() != Ok("linux") {
         return;
     }
     let Some(dir) = std::env::var_os("CARGO_MANIFEST_DIR") else {
         return;
     };
-    let script = std::path::Path::new(&dir).join("link/startup-text.ld");
+    let script = std::path::Path::new(&dir).join("src/startup-text.ld");
     if !script.is_file() {
         return; // a packaging that left it out: the layout is only worse
     }
