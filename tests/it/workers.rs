@@ -11,7 +11,9 @@
 //! the old ones serve on, and `ctl restart --wait` exits 1 with the reason, which `ctl status`
 //! shows; a killed worker is replaced alone; `ctl scale` and SIGTTIN/SIGTTOU change the count
 //! and bad counts change nothing; a stop of N workers takes one budget, and the exit status
-//! is the first non-zero one in worker index order.
+//! is the first non-zero one in worker index order; restarts asked for during a rollout are
+//! coalesced into one more (generations never stack), and systemd hears one reload per
+//! rollout, not one per worker.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::{Command, Output, Stdio};
@@ -632,4 +634,105 @@ while :; do sleep 0.05; done"#;
             gr.output()
         );
     }
+}
+
+/// Restarts asked for during a rollout are queued and coalesced: the rollout in progress
+/// finishes, then one more rolls every worker to the newest generation. Generations never
+/// stack: never more than N + surge workers alive, and no generation after that one.
+#[test]
+fn restarts_during_a_rollout_are_coalesced_into_one_more() {
+    let dir = TempDir::new("workers-restarts-during");
+    let slow = dir.join("slow").display().to_string();
+    // While `slow` exists, a worker takes a second to boot, so a rollout of 3 lasts seconds.
+    let script = r#"if [ -e "$1" ]; then sleep 1; fi; exec python3 "$0""#;
+    let command = strings(&["sh", "-c", script, &example_file("python/server.py"), &slow]);
+    let mut gr = start(&["-w", "3", "--ready", "notify"], &command);
+    wait_settled(&gr, 3);
+    std::fs::write(&slow, "").expect("the temp dir is writable");
+    let sampler = Sampler::start(&gr);
+
+    gr.signal(libc::SIGHUP);
+    gr.wait_stderr("graceful-run: gen 2 ");
+    // Three more while gen 2 is rolling out, each once the previous one was taken (the first
+    // is queued, the others join it).
+    for n in 2..=4 {
+        gr.signal(libc::SIGHUP);
+        gr.poll("graceful-run takes the restart signal", || {
+            (gr.stderr
+                .count(|l| l.contains("SIGHUP received: restarting"))
+                >= n)
+                .then_some(())
+        });
+    }
+    assert_eq!(
+        gr.stderr.count(|l| l.contains("restart queued until")),
+        1,
+        "{}",
+        gr.output()
+    );
+    let pids = gr.poll("every worker runs gen 3", || {
+        let now = status(&gr)?;
+        let pids = now.settled(3)?;
+        now.list.iter().all(|w| w.generation == 3).then_some(pids)
+    });
+    let seen = sampler.stop();
+    gr.signal(libc::SIGTERM);
+    assert_eq!(code(gr.wait_exit()), Some(0), "{}", gr.output());
+
+    assert_eq!(pids.len(), 3);
+    assert!(
+        seen.max_alive <= 3 + SURGE && seen.max_listed <= 3 + SURGE,
+        "over 3 + {SURGE} workers: {seen:?}\n{}",
+        gr.output()
+    );
+    // The queued restarts made one rollout, which began as gen 2's ended: a second one would
+    // have started gen 4 in that same step, before the status above answered.
+    assert_eq!(
+        gr.stderr.count(|l| l.starts_with("graceful-run: gen 4 ")),
+        0,
+        "{}",
+        gr.output()
+    );
+    // Gen 2 rolled out whole (3 workers) before gen 3 began, and gen 3 whole.
+    for generation in [2, 3] {
+        let started = gr.stderr.count(|l| {
+            l.starts_with(&format!("graceful-run: gen {generation} ")) && l.contains("started")
+        });
+        assert_eq!(started, 3, "gen {generation}\n{}", gr.output());
+    }
+}
+
+/// graceful-run's own supervisor hears the whole service, not each worker: READY=1 once the
+/// workers serve, one RELOADING=1 then READY=1 per rollout, STOPPING=1 at the stop.
+#[test]
+fn a_rollout_is_one_reload_for_systemd() {
+    let (systemd, address) = crate::support::fake_systemd("workers");
+    let mut cmd = Command::new(graceful_run_bin());
+    cmd.args(["-l", "127.0.0.1:0", "-w", "3", "--ready", "notify", "--"])
+        .args(python())
+        .env("PATH", path_with_graceful_run())
+        .env("NOTIFY_SOCKET", &address)
+        .env_remove("LISTEN_FDS");
+    let mut gr = Gr::spawn(cmd);
+    let next = |gr: &Gr| crate::support::next_state(&systemd, gr);
+    assert!(
+        next(&gr).starts_with("READY=1\nMAINPID="),
+        "{}",
+        gr.output()
+    );
+    wait_settled(&gr, 3);
+
+    let output = gr.ctl(&["restart", "--wait"]);
+    assert_eq!(code(output.status), Some(0), "{}", gr.output());
+    assert!(
+        next(&gr).starts_with("RELOADING=1\nMONOTONIC_USEC="),
+        "{}",
+        gr.output()
+    );
+    assert!(next(&gr).starts_with("READY=1"), "{}", gr.output());
+
+    gr.signal(libc::SIGTERM);
+    // Nothing per worker came between: the next state is the stop.
+    assert_eq!(next(&gr), "STOPPING=1", "{}", gr.output());
+    assert_eq!(code(gr.wait_exit()), Some(0), "{}", gr.output());
 }
