@@ -444,7 +444,7 @@ fn a_broken_version_stops_after_its_first_worker() {
     // Only the first new worker was started; the old ones are the ones serving.
     let started_gen2 = gr
         .stderr
-        .count(|l| l.starts_with("graceful-run: gen 2 ") && l.contains("started"));
+        .count(|l| l.starts_with("graceful-run: gen 2 ") && l.contains("): started "));
     assert_eq!(started_gen2, 1, "{}", gr.output());
     let now = status(&gr).expect("ctl status answers");
     assert_eq!(now.settled(WORKERS), Some(pids.clone()), "{now:?}");
@@ -696,7 +696,7 @@ fn restarts_during_a_rollout_are_coalesced_into_one_more() {
     // Gen 2 rolled out whole (3 workers) before gen 3 began, and gen 3 whole.
     for generation in [2, 3] {
         let started = gr.stderr.count(|l| {
-            l.starts_with(&format!("graceful-run: gen {generation} ")) && l.contains("started")
+            l.starts_with(&format!("graceful-run: gen {generation} ")) && l.contains("): started ")
         });
         assert_eq!(started, 3, "gen {generation}\n{}", gr.output());
     }
