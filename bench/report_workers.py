@@ -47,6 +47,9 @@ def workers_section(raw):
     data = json.load(open(os.path.join(raw, WORKERS_JSON)))
     res = data["results"]
     modes = (("close", "new connections"), ("keepalive", "keep-alive"))
+    # Whether this run recorded the largest steady samples (older runs have medians only).
+    steady_max = all("steady_max_kib" in r["modes"][mode] for tools in res.values()
+                     for r in tools.values() for mode, _ in modes)
     rows, thr_rows, bal_rows, drain_rows = [], [], [], []
     gr_failed = {}  # (server, mode) -> failed requests under graceful-run
     gr_restarts, peer_failed, mem_ok, gr_mem = 0, [], True, []
@@ -57,7 +60,10 @@ def workers_section(raw):
             for mode, mode_label in modes:
                 m = r["modes"][mode]
                 w, times = m["wrk"], m["rollout_s"]
-                steady = max(m["steady_kib"], m["steady_after_kib"])
+                # Like with like: the largest steady sample against the largest rollout
+                # sample, where the run recorded it (bench/workers.py since 2026-12-06).
+                steady = max(m.get("steady_max_kib", m["steady_kib"]),
+                             m.get("steady_after_max_kib", m["steady_after_kib"]))
                 per_worker = m["steady_kib"] / max(m["steady_workers"], 1)
                 # The steady state (the larger of before and after the rollouts, so that the
                 # workers' own growth under minutes of load is not taken for the surge) plus
@@ -127,7 +133,8 @@ def workers_section(raw):
         "a non-2xx answer. The rollout time is `ctl restart --wait`'s, `pm2 reload`'s, and for "
         "gunicorn from HUP until none of the old workers is left. Memory is VmRSS summed over "
         "every process below the tool (graceful-run's workers; pm2's daemon's workers; "
-        "gunicorn's master and workers), sampled every 20 ms: the steady state is the median "
+        "gunicorn's master and workers), sampled every 20 ms: the steady state is the "
+        f"{'largest sum' if steady_max else 'median'} "
         "over 3 s under the same load before the first restart and over 3 s after the last, "
         "the peak the largest sum during the restarts, and the target the larger steady state "
         "plus one worker (the surge).\n\n"
@@ -209,7 +216,8 @@ def workers_section(raw):
         md += (
             "\n**Peak memory over the target**: the peak is the largest of the 20 ms samples "
             "over all the rollouts under one load (minutes, hundreds of new workers), the "
-            "steady state a median over 3 s; a Node worker's heap grows and shrinks with the "
+            f"steady state {'the largest sum' if steady_max else 'a median'} over 3 s; a Node "
+            "worker's heap grows and shrinks with the "
             "load (see the steady states before and after), so one sample of workers that "
             "happened to be large at once can pass the bound. What the surge bounds, the "
             f"number of workers alive, never exceeded {most} under graceful-run (4 plus "

@@ -445,6 +445,11 @@ def rollouts(t, port, mode, restarts, bound_s, tmp):
     r["steady_kib"] = statistics.median(steady) if steady else 0
     r["steady_workers"] = statistics.median([n for _, n in sampler.steady]) if steady else 0
     r["steady_after_kib"] = statistics.median([x for x, _ in after]) if after else 0
+    # The largest steady samples too: the peak is the largest of thousands of samples, and a
+    # Node worker's heap moves by tens of MiB under load with no restart, so a bound from a
+    # median would call a rollout over it that is not.
+    r["steady_max_kib"] = max(steady, default=0)
+    r["steady_after_max_kib"] = max((x for x, _ in after), default=0)
     r["peak_kib"] = max(x for x, _ in during) if during else 0
     r["max_processes"] = max((n for _, n in during), default=0)
     if isinstance(t, GracefulRun):
