@@ -193,14 +193,7 @@ pub fn classify(socket: &Socket, grace: Duration) -> Activity {
     if socket.wqueue > 0 {
         return Activity::Busy(Busy::Unsent(socket.wqueue));
     }
-    if matches!(
-        socket.state,
-        TcpState::FinWait1
-            | TcpState::FinWait2
-            | TcpState::LastAck
-            | TcpState::Closing
-            | TcpState::TimeWait
-    ) {
+    if socket.state.closed_here() {
         return Activity::Idle(Idle::Closed);
     }
     let Some(info) = socket.info else {
@@ -242,14 +235,7 @@ pub fn at_boundary(socket: &Socket) -> bool {
     if socket.rqueue > 0 {
         return false;
     }
-    if matches!(
-        socket.state,
-        TcpState::FinWait1
-            | TcpState::FinWait2
-            | TcpState::LastAck
-            | TcpState::Closing
-            | TcpState::TimeWait
-    ) {
+    if socket.state.closed_here() {
         return true;
     }
     let Some(info) = socket.info else {

@@ -73,6 +73,13 @@ impl TcpState {
         })
     }
 
+    /// Whether this side has closed its half (sent its FIN): a connection in one of these
+    /// states has nothing more to send.
+    pub fn closed_here(self) -> bool {
+        use TcpState::*;
+        matches!(self, FinWait1 | FinWait2 | LastAck | Closing | TimeWait)
+    }
+
     /// The bit of this state in a dump request's state mask.
     pub fn bit(self) -> u32 {
         1 << self as u32
