@@ -38,6 +38,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import handover  # noqa: E402  (bench/handover.py: servers, load, log lines)
+from common import free_port  # noqa: E402
 
 ROOT = handover.ROOT
 FIXTURES = handover.FIXTURES
@@ -66,12 +67,6 @@ def duration_ms(text):
     for number, unit in re.findall(r"(\d+)(ms|s|m|h)", text):
         total += int(number) * {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000}[unit]
     return total
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_count(lines, pattern, n, timeout=120):

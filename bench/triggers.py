@@ -17,14 +17,14 @@ import argparse
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import http.client
 import shutil
+
+from common import free_port, get, logger, wait_answer
 
 SERVER = r"""
 import os, socket, sys, threading, time
@@ -79,35 +79,8 @@ srv.serve_forever()
 """
 
 
-def log(msg):
-    print(f"[{time.strftime('%H:%M:%S')}] 13. {msg}", file=sys.stderr, flush=True)
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-def get(port, path="/", timeout=2.0):
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    try:
-        conn.request("GET", path)
-        return conn.getresponse().read().decode()
-    finally:
-        conn.close()
-
-
-def serving_pid(port, deadline_s=30):
-    deadline = time.monotonic() + deadline_s
-    while time.monotonic() < deadline:
-        try:
-            return get(port)
-        except OSError:
-            time.sleep(0.01)
-    raise RuntimeError(f"nothing answers on port {port}")
+log = logger(13)
+serving_pid = wait_answer
 
 
 class Instance:

@@ -25,48 +25,26 @@ import os
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
-import sys
 import tempfile
 import threading
 import time
 import http.client
 
-NODE_APP = r"""
-const http = require('http');
-const server = http.createServer((req, res) => {
-  res.writeHead(200, {'content-type': 'text/plain'});
-  res.end(String(process.pid));
-});
-if (process.env.LISTEN_FDS) server.listen({fd: 3});
-else server.listen(Number(process.env.PORT), '127.0.0.1');
-"""
+from common import free_port, get, logger, wait_answer
 
-# The same app, with what a production Node app adds to stop gracefully. Not http.Server's
-# close(), which since Node 19 also closes idle keep-alive connections at once: a client that
-# sent its next request at that moment (wrk does, at once) would lose it.
-NODE_GRACEFUL_APP = r"""
-const http = require('http');
-const net = require('net');
-let stopping = false;
-const server = http.createServer((req, res) => {
-  if (stopping) res.setHeader('connection', 'close');
-  res.writeHead(200, {'content-type': 'text/plain'});
-  res.end(String(process.pid));
-});
-if (process.env.LISTEN_FDS) server.listen({fd: 3});
-else server.listen(Number(process.env.PORT), '127.0.0.1');
-function stop() {
-  if (stopping) return;
-  stopping = true;
-  net.Server.prototype.close.call(server, () => process.exit(0));
-  setTimeout(() => server.closeIdleConnections(), 1000).unref();
-}
-process.on('SIGTERM', stop);
-process.on('SIGINT', stop);
-"""
+# The Node app: tests/fixtures/servers/keepalive_node.js, which answers its pid, in its two
+# modes: as Node behaves by default (TERM exits at once), and with what a production Node app
+# adds to stop gracefully (see the fixture). pm2 runs a script without arguments, so each mode
+# is a one-line script that sets it and loads the fixture.
+NODE_FIXTURE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests",
+                            "fixtures", "servers", "keepalive_node.js")
+
+
+def node_app(mode):
+    return f"process.argv[2] = {json.dumps(mode)};\nrequire({json.dumps(os.path.abspath(NODE_FIXTURE))});\n"
+
 
 ASGI_APP = r"""
 import os
@@ -80,36 +58,15 @@ async def app(scope, receive, send):
 """
 
 
-def log(msg):
-    print(f"[{time.strftime('%H:%M:%S')}] 12. {msg}", file=sys.stderr, flush=True)
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+log = logger(12)
 
 
 def get_pid(port, timeout=2.0):
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    try:
-        conn.request("GET", "/", headers={"Connection": "close"})
-        return conn.getresponse().read().decode()
-    finally:
-        conn.close()
+    return get(port, timeout=timeout)
 
 
 def wait_http(port, deadline_s=30):
-    deadline = time.monotonic() + deadline_s
-    while time.monotonic() < deadline:
-        try:
-            get_pid(port, 1)
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"nothing answers on port {port}")
+    wait_answer(port, deadline_s, pause_s=0.05)
 
 
 def children(pid):
@@ -508,10 +465,10 @@ def main():
     try:
         node_js = os.path.join(tmp, "server.js")
         with open(node_js, "w") as f:
-            f.write(NODE_APP)
+            f.write(node_app("plain"))
         node_graceful_js = os.path.join(tmp, "server-graceful.js")
         with open(node_graceful_js, "w") as f:
-            f.write(NODE_GRACEFUL_APP)
+            f.write(node_app("graceful"))
         with open(os.path.join(tmp, "app.py"), "w") as f:
             f.write(ASGI_APP)
         node = shutil.which("node")
