@@ -20,7 +20,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::support::http::{self, Load, Target};
-use crate::support::{Gr, TempDir, example_file, graceful_run_bin};
+use crate::support::{Gr, TempDir, example_file, graceful_run_bin, path_with_graceful_run};
 
 /// Go builds on a busy 2-core machine: generous.
 const BUILD_DEADLINE: Duration = Duration::from_secs(240);
@@ -90,14 +90,34 @@ fn go_cache() -> PathBuf {
         .join("cache")
 }
 
+/// A project directory for a development test: the example's source file `source` (its text is
+/// also returned, to edit and restore), the other `files` copied beside it, and a .gitignore
+/// of `ignored` (the build's output and its counter: ignored, or each build would trigger the
+/// next one).
+fn project_dir(
+    tag: &str,
+    source: (&str, &str),
+    files: &[(&str, &str)],
+    ignored: &str,
+) -> (TempDir, String) {
+    let dir = TempDir::new(tag);
+    let (example, name) = source;
+    let original = std::fs::read_to_string(example_file(example)).expect("the example exists");
+    std::fs::write(dir.join(name), &original).expect("the temp dir is writable");
+    for (example, name) in files {
+        std::fs::copy(example_file(example), dir.join(name)).expect("the example exists");
+    }
+    std::fs::write(dir.join(".gitignore"), ignored).expect("the temp dir is writable");
+    (dir, original)
+}
+
 fn go_project() -> Project {
-    let dir = TempDir::new("dev-go");
-    let original = std::fs::read_to_string(example_file("go/main.go")).expect("examples/go");
-    std::fs::write(dir.join("main.go"), &original).expect("the temp dir is writable");
-    std::fs::copy(example_file("go/go.mod"), dir.join("go.mod")).expect("examples/go/go.mod");
-    // The build's output (bin/) and its counter are ignored, or each build would trigger the
-    // next one.
-    std::fs::write(dir.join(".gitignore"), "bin/\n*.log\n").expect("the temp dir is writable");
+    let (dir, original) = project_dir(
+        "dev-go",
+        ("go/main.go", "main.go"),
+        &[("go/go.mod", "go.mod")],
+        "bin/\n*.log\n",
+    );
     let env = vec![
         ("GOCACHE".to_string(), go_cache().display().to_string()),
         ("GOPROXY".to_string(), "off".to_string()),
@@ -136,12 +156,12 @@ fn go_project() -> Project {
 }
 
 fn python_project() -> Project {
-    let dir = TempDir::new("dev-python");
-    let original =
-        std::fs::read_to_string(example_file("python/server.py")).expect("examples/python");
-    std::fs::write(dir.join("server.py"), &original).expect("the temp dir is writable");
-    std::fs::write(dir.join(".gitignore"), "__pycache__/\n*.log\n")
-        .expect("the temp dir is writable");
+    let (dir, original) = project_dir(
+        "dev-python",
+        ("python/server.py", "server.py"),
+        &[],
+        "__pycache__/\n*.log\n",
+    );
     Project {
         dir,
         source: "server.py",
@@ -161,23 +181,13 @@ fn python_project() -> Project {
     }
 }
 
-/// The graceful-run binary's directory first in PATH: the Node example runs
-/// `graceful-run notify --ready`.
-fn path_with_graceful_run() -> String {
-    let dir = graceful_run_bin()
-        .parent()
-        .expect("the binary lives in a directory")
-        .display()
-        .to_string();
-    format!("{dir}:{}", std::env::var("PATH").unwrap_or_default())
-}
-
 fn node_project() -> Project {
-    let dir = TempDir::new("dev-node");
-    let original = std::fs::read_to_string(example_file("node/server.js")).expect("examples/node");
-    std::fs::write(dir.join("server.js"), &original).expect("the temp dir is writable");
-    std::fs::write(dir.join(".gitignore"), "node_modules/\n*.log\n")
-        .expect("the temp dir is writable");
+    let (dir, original) = project_dir(
+        "dev-node",
+        ("node/server.js", "server.js"),
+        &[],
+        "node_modules/\n*.log\n",
+    );
     Project {
         dir,
         source: "server.js",
@@ -198,11 +208,12 @@ fn node_project() -> Project {
 }
 
 fn ruby_project() -> Project {
-    let dir = TempDir::new("dev-ruby");
-    let original = std::fs::read_to_string(example_file("ruby/config.ru")).expect("examples/ruby");
-    std::fs::write(dir.join("config.ru"), &original).expect("the temp dir is writable");
-    std::fs::copy(example_file("ruby/puma.rb"), dir.join("puma.rb")).expect("examples/ruby");
-    std::fs::write(dir.join(".gitignore"), "tmp/\n*.log\n").expect("the temp dir is writable");
+    let (dir, original) = project_dir(
+        "dev-ruby",
+        ("ruby/config.ru", "config.ru"),
+        &[("ruby/puma.rb", "puma.rb")],
+        "tmp/\n*.log\n",
+    );
     Project {
         dir,
         source: "config.ru",

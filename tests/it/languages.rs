@@ -16,7 +16,7 @@ use std::process::{Command, Stdio};
 use nix::libc;
 
 use crate::support::http::{self, Load, Target};
-use crate::support::{DEADLINE, Gr, code, example_file, graceful_run_bin};
+use crate::support::{DEADLINE, Gr, code, example_file, graceful_run_bin, path_with_graceful_run};
 
 /// Restarts under load, as issue 9 asks.
 const RESTARTS: u64 = 10;
@@ -56,17 +56,6 @@ pub(crate) fn prerequisite(test: &str, check: &[&str], what: &str) -> bool {
     );
     eprintln!("\n*** SKIPPED languages::{test}: {what} is not installed ***\n");
     false
-}
-
-/// The graceful-run binary's directory first in PATH, so that servers can run
-/// `graceful-run notify` as the guide shows.
-pub(crate) fn path_with_graceful_run() -> String {
-    let dir = graceful_run_bin()
-        .parent()
-        .expect("the binary lives in a directory")
-        .display()
-        .to_string();
-    format!("{dir}:{}", std::env::var("PATH").unwrap_or_default())
 }
 
 /// Starts graceful-run on a free loopback port with `flags`, then `--` and `command`.

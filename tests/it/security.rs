@@ -24,7 +24,8 @@ use std::time::Duration;
 use nix::libc;
 
 use crate::support::{
-    DEADLINE, Gr, KillOnDrop, TempDir, code, graceful_run_bin, poll_until, run_to_end, sleep_marker,
+    DEADLINE, Gr, KillOnDrop, TempDir, code, graceful_run_bin, path_with_graceful_run, poll_until,
+    run_to_end, sleep_marker,
 };
 
 const PYTHON: &str = "/usr/bin/python3";
@@ -49,17 +50,6 @@ fn open_to_all(tag: &str) -> TempDir {
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777))
         .expect("the temp dir is ours");
     dir
-}
-
-/// PATH with graceful-run's own directory first, so that a server can run
-/// `graceful-run notify`.
-fn path_with_graceful_run() -> String {
-    let bin_dir = graceful_run_bin()
-        .parent()
-        .expect("the binary is in a directory")
-        .display()
-        .to_string();
-    format!("{bin_dir}:{}", std::env::var("PATH").unwrap_or_default())
 }
 
 /// graceful-run with `args`, PATH able to find `graceful-run notify`, and `env`.

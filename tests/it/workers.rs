@@ -23,10 +23,11 @@ use std::time::{Duration, Instant};
 
 use nix::libc;
 
-use crate::languages::{build_go, path_with_graceful_run, prerequisite, strings};
+use crate::languages::{build_go, prerequisite, strings};
 use crate::support::http::{self, Load, Target};
 use crate::support::{
-    DEADLINE, Gr, TempDir, alive, code, example_file, graceful_run_bin, processes,
+    DEADLINE, Gr, TempDir, alive, code, example_file, graceful_run_bin, path_with_graceful_run,
+    processes,
 };
 
 const WORKERS: usize = 4;

@@ -534,3 +534,14 @@ impl Gr {
             .expect("graceful-run ctl runs")
     }
 }
+
+/// PATH with graceful-run's own directory first, so that a server can run
+/// `graceful-run notify` as the guide shows.
+pub fn path_with_graceful_run() -> String {
+    let dir = graceful_run_bin()
+        .parent()
+        .expect("the binary lives in a directory")
+        .display()
+        .to_string();
+    format!("{dir}:{}", std::env::var("PATH").unwrap_or_default())
+}
