@@ -549,22 +549,15 @@ fn health(
         }
         return Ok(None);
     };
+    let flags = &cli.health;
     Ok(Some(Health {
         check,
-        interval: cli
-            .health
+        interval: flags
             .health_interval
             .unwrap_or(cli::DEFAULT_HEALTH_INTERVAL),
-        timeout: cli
-            .health
-            .health_timeout
-            .unwrap_or(cli::DEFAULT_HEALTH_TIMEOUT),
-        retries: cli
-            .health
-            .health_retries
-            .unwrap_or(cli::DEFAULT_HEALTH_RETRIES),
-        start_period: cli
-            .health
+        timeout: flags.health_timeout.unwrap_or(cli::DEFAULT_HEALTH_TIMEOUT),
+        retries: flags.health_retries.unwrap_or(cli::DEFAULT_HEALTH_RETRIES),
+        start_period: flags
             .health_start_period
             .unwrap_or(cli::DEFAULT_HEALTH_START_PERIOD),
     }))
